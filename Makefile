@@ -1,0 +1,56 @@
+# iis-portscan: `make demo` and `make test` are the two commands a new user needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help setup services-up services-down services-status test test-unit lint demo clean
+
+help:
+	@echo "make demo           set up and run the main job on the embedded defaults"
+	@echo "make test           set up, start Kafka and Redis, run every test tier, stop what it started"
+	@echo "make setup          virtualenv in .venv with the package (editable) and the test extras"
+	@echo "make services-up    Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379); reuses running ones"
+	@echo "make services-down  stop what services-up started"
+	@echo "make lint           ruff and mypy"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required ($(PYTHON))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+services-up:
+	deploy/services.sh up
+
+services-down:
+	deploy/services.sh down
+
+services-status:
+	deploy/services.sh status
+
+# Every tier (unit, contract, integration) in one pytest run; services started here are stopped here.
+test: setup
+	deploy/services.sh jars
+	deploy/services.sh with -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check streams tests
+	$(BIN)/mypy
+
+demo: setup
+	deploy/demo.sh
+
+clean:
+	rm -rf .venv .cache .run build *.egg-info

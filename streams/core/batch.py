@@ -1,0 +1,53 @@
+"""The rule over a finite set of events, in any order: the answer `replay` prints and tests compare to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from streams.core.aggregate import WindowAgg
+from streams.core.alerts import alert_sort_key, build_alert
+from streams.core.enrich import Enricher
+from streams.core.records import IISEvent
+from streams.core.rule import RuleParams
+from streams.core.windows import WindowKey, bin_start
+
+
+class BatchDetector:
+    """Folds events into per-window aggregates; `alerts()` is the rule's output over all of them."""
+
+    __slots__ = ("enricher", "params", "windows")
+
+    def __init__(self, params: RuleParams | None = None) -> None:
+        self.params = params or RuleParams()
+        self.enricher = Enricher(plus_as_space=self.params.plus_as_space)
+        self.windows: dict[WindowKey, WindowAgg] = {}
+
+    def add(self, event: IISEvent) -> None:
+        key = WindowKey(bin_start(event.time_ms, self.params.bin_ms), event.cIP, event.Computer, event.sIP)
+        agg = self.windows.get(key)
+        if agg is None:
+            agg = self.windows[key] = WindowAgg()
+        agg.add_event(event, self.enricher, self.params.max_set_size)
+
+    def add_all(self, events: Iterable[IISEvent]) -> None:
+        for event in events:
+            self.add(event)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every window with portCount >= threshold, ordered by portCount descending."""
+        p = self.params
+        found = [
+            build_alert(key, agg, p)
+            for key, agg in self.windows.items()
+            if agg.port_count(p.max_set_size) >= p.threshold
+        ]
+        found.sort(key=alert_sort_key)
+        return found
+
+
+def detect(events: Iterable[IISEvent], params: RuleParams | None = None) -> list[dict[str, Any]]:
+    """Convenience: the rule's alerts over `events`."""
+    detector = BatchDetector(params)
+    detector.add_all(events)
+    return detector.alerts()

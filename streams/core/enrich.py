@@ -1,0 +1,176 @@
+"""The rule's per-request enrichment: status texts, Win32 hex and friendly text, and url_decode."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+STATUS_FRIENDLY_DEFAULT = (
+    "See - https://support.microsoft.com/help/943891/the-http-status-code-in-iis-7-0-iis-7-5-and-iis-8-0"
+)
+WIN32_FRIENDLY_DEFAULT = "See - https://msdn.microsoft.com/library/cc231199.aspx"
+
+# Step 2: `==` is case-sensitive and the keys are distinct, so "first match" is a dict lookup.
+_STATUS_FRIENDLY: dict[str, str] = {
+    "401.0": "Access denied.",
+    "401.1": "Logon failed.",
+    "401.2": "Logon failed due to server configuration.",
+    "401.3": "Unauthorized due to ACL on resource.",
+    "401.4": "Authorization failed by filter.",
+    "401.5": "Authorization failed by ISAPI/CGI application.",
+    "403.0": "Forbidden.",
+    "403.4": "SSL required.",
+}
+
+# Step 4: `=~` is case-insensitive; the keys stay distinct once lower-cased, so first match is a lookup
+# of the lower-cased text ("8009030C" is written upper-case in the rule).
+_WIN32_FRIENDLY: dict[str, str] = {
+    key.lower(): text
+    for key, text in (
+        ("775", "The referenced account is currently locked out and cannot be logged on to."),
+        ("52e", "Logon failure: Unknown user name or bad password."),
+        ("532", "Logon failure: The specified account password has expired."),
+        ("533", "Logon failure: Account currently disabled."),
+        ("2ee2", "The request has timed out."),
+        ("0", "The operation completed successfully."),
+        ("1", "Incorrect function."),
+        ("2", "The system cannot find the file specified."),
+        ("3", "The system cannot find the path specified."),
+        ("4", "The system cannot open the file."),
+        ("5", "Access is denied."),
+        ("8009030e", "SEC_E_NO_CREDENTIALS"),
+        ("8009030C", "SEC_E_LOGON_DENIED"),
+    )
+}
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_MASK64 = 2**64 - 1
+_SIGNED_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+# A run of consecutive %XX escapes (decoded together as UTF-8), or of consecutive %uXXXX escapes (UTF-16
+# code units, so that a surrogate pair written as two escapes combines). Like .NET, only a lower-case 'u'
+# introduces a %u escape; anything else after '%' that is not two hex digits stays literal.
+_ESCAPES = re.compile(r"((?:%[0-9A-Fa-f]{2})+)|((?:%u[0-9A-Fa-f]{4})+)")
+
+
+def status_full(sc_status: str, sc_substatus: str) -> str:
+    """strcat(scStatus, ".", scSubStatus): empty parts stay empty, so "401" + "" is "401."."""
+    return f"{sc_status}.{sc_substatus}"
+
+
+def status_friendly(full: str) -> str:
+    """The rule's text for a full status (step 2), or the default link when none matches exactly."""
+    return _STATUS_FRIENDLY.get(full, STATUS_FRIENDLY_DEFAULT)
+
+
+def to_long(text: str) -> int | None:
+    """Kusto tolong of a string: a signed 64-bit integer literal, else None (Kusto's null).
+
+    Only ASCII digits with an optional sign are accepted; Python's int() alone would also take
+    whitespace, underscores and non-ASCII digits.
+    """
+    if not (text.isascii() and text.isdigit()) and _SIGNED_DIGITS.fullmatch(text) is None:
+        return None
+    if len(text) > 20:
+        # Guard int() against huge literals (it refuses past 4300 digits): drop leading zeros first.
+        body = text.lstrip("+-").lstrip("0")
+        if len(body) > 19:
+            return None
+        text = ("-" if text[0] == "-" else "") + (body or "0")
+    value = int(text)
+    if value < _INT64_MIN or value > _INT64_MAX:
+        return None
+    return value
+
+
+def to_hex(value: int | None) -> str:
+    """Kusto tohex: lower-case, unpadded, negatives as 64-bit two's complement; null gives ""."""
+    if value is None:
+        return ""
+    return format(value & _MASK64, "x")
+
+
+def win32_friendly(hex_text: str) -> str:
+    """The rule's text for a Win32 status in hex (step 4), matched case-insensitively, or the default."""
+    if not hex_text.isascii():
+        # Every key is ASCII; this also keeps Unicode case folding (e.g. U+212A KELVIN SIGN) out.
+        return WIN32_FRIENDLY_DEFAULT
+    return _WIN32_FRIENDLY.get(hex_text.lower(), WIN32_FRIENDLY_DEFAULT)
+
+
+def _decode_run(match: re.Match[str]) -> str:
+    """Decode one run of escapes: bytes as UTF-8, or UTF-16 code units, invalid parts as U+FFFD."""
+    byte_run = match.group(1)
+    if byte_run is not None:
+        return bytes.fromhex(byte_run.replace("%", "")).decode("utf-8", "replace")
+    unit_run = match.group(2)
+    decoded = "".join([chr(int(unit_run[i + 2 : i + 6], 16)) for i in range(0, len(unit_run), 6)])
+    for char in decoded:
+        if "\ud800" <= char <= "\udfff":
+            # Pair up surrogates; a lone one becomes U+FFFD so the result always encodes to UTF-8.
+            return decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return decoded
+
+
+def url_decode(text: str, plus_as_space: bool = True) -> str:
+    """Kusto url_decode, i.e. .NET HttpUtility.UrlDecode with UTF-8; malformed escapes stay literal.
+
+    '+' is replaced before escapes are decoded: no escape contains '+', and "%2B" must stay '+'.
+    """
+    if plus_as_space and "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    return _ESCAPES.sub(_decode_run, text)
+
+
+class Enricher:
+    """The enrichment of one request, memoised: statuses and queries repeat heavily in a log stream.
+
+    Each memo is a plain dict cleared when it reaches cache_size entries, which keeps it bounded
+    without the bookkeeping of an LRU.
+    """
+
+    __slots__ = ("_query", "_status", "cache_size", "plus_as_space")
+
+    def __init__(self, plus_as_space: bool = True, cache_size: int = 65536) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, not {cache_size}")
+        self.plus_as_space = plus_as_space
+        self.cache_size = cache_size
+        self._status: dict[tuple[str, str, str], tuple[str, str, str, str]] = {}
+        self._query: dict[str, str] = {}
+
+    def status(self, sc_status: str, sc_substatus: str, sc_win32_status: str) -> tuple[str, str, str, str]:
+        """(scStatusFull, scStatusFull_Friendly, scWin32Status_Hex, scWin32Status_Friendly) of a request."""
+        key = (sc_status, sc_substatus, sc_win32_status)
+        cached = self._status.get(key)
+        if cached is not None:
+            return cached
+        full = status_full(sc_status, sc_substatus)
+        win_hex = to_hex(to_long(sc_win32_status))
+        result = (full, status_friendly(full), win_hex, win32_friendly(win_hex))
+        _store(self._status, key, result, self.cache_size)
+        return result
+
+    def query(self, cs_uri_query: str) -> str:
+        """decodedUriQuery of a request: url_decode(csUriQuery) with this enricher's '+' handling."""
+        if "%" not in cs_uri_query and "+" not in cs_uri_query:
+            return cs_uri_query  # nothing to decode: no need to spend cache memory on it
+        cached = self._query.get(cs_uri_query)
+        if cached is not None:
+            return cached
+        result = url_decode(cs_uri_query, self.plus_as_space)
+        _store(self._query, cs_uri_query, result, self.cache_size)
+        return result
+
+
+def _store(memo: dict[_K, _V], key: _K, value: _V, cache_size: int) -> None:
+    """Insert into a memo, first emptying it if full, so it never holds more than cache_size entries."""
+    if len(memo) >= cache_size:
+        memo.clear()
+    memo[key] = value

@@ -1,0 +1,124 @@
+"""W3CIISLog JSON records (and the `{"records": [...]}` envelope) to IISEvent, or a ParseError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from streams.core.records import IISEvent, ParseError, Reason
+from streams.core.timefmt import parse_iso_ms
+
+# Group-key columns: without them an event cannot be placed, so it is rejected (dead-lettered)
+# rather than grouped under "" as a Kusto string column would.
+KEY_FIELDS = ("cIP", "Computer", "sIP")
+# Optional string columns the rule reads; missing or null -> "" (Kusto strings are never null).
+STRING_FIELDS = (
+    "csMethod",
+    "csUriQuery",
+    "csUserName",
+    "sSiteName",
+    "csUserAgent",
+    "scStatus",
+    "scSubStatus",
+    "scWin32Status",
+)
+
+
+def _text(obj: dict[str, Any], name: str) -> str | ParseError:
+    value = obj.get(name)
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value
+    if type(value) is int or type(value) is float:  # a number where a string belongs: Kusto's tostring
+        return str(value)
+    return ParseError(Reason.INVALID_FIELD, f"{name} must be a string, got {type(value).__name__}")
+
+
+def _port(value: Any) -> int | ParseError | None:
+    """sPort is an int column; numbers sent as strings ("443") are accepted."""
+    if value is None:
+        return None
+    if type(value) is int:
+        port = value
+    elif type(value) is str:
+        s = value.strip()
+        if not s.isdigit() or not s.isascii():
+            return ParseError(Reason.INVALID_FIELD, f"sPort is not an integer: {value[:40]!r}")
+        port = int(s)
+    elif type(value) is float and value.is_integer():
+        port = int(value)
+    else:
+        return ParseError(Reason.INVALID_FIELD, f"sPort must be an integer, got {type(value).__name__}")
+    if not 0 <= port <= 65535:
+        return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {port}")
+    return port
+
+
+def event_from_record(obj: Any) -> IISEvent | ParseError:
+    """Validate one W3CIISLog record (a decoded JSON object); unknown fields are ignored."""
+    if type(obj) is not dict:
+        return ParseError(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    ts = obj.get("TimeGenerated")
+    if ts is None:
+        return ParseError(Reason.MISSING_FIELD, "TimeGenerated is missing")
+    if type(ts) is not str:
+        return ParseError(
+            Reason.INVALID_TIME, f"TimeGenerated must be an ISO-8601 string, got {type(ts).__name__}"
+        )
+    time_ms = parse_iso_ms(ts)
+    if time_ms is None:
+        return ParseError(Reason.INVALID_TIME, f"TimeGenerated is not a valid ISO-8601 time: {ts[:64]!r}")
+    keys: list[str] = []
+    for name in KEY_FIELDS:
+        value = obj.get(name)
+        if value is None:
+            return ParseError(Reason.MISSING_FIELD, f"{name} is missing")
+        if type(value) is not str:
+            return ParseError(Reason.INVALID_FIELD, f"{name} must be a string, got {type(value).__name__}")
+        keys.append(value)
+    port = _port(obj.get("sPort"))
+    if isinstance(port, ParseError):
+        return port
+    texts: list[str] = []
+    for name in STRING_FIELDS:
+        text = _text(obj, name)
+        if isinstance(text, ParseError):
+            return text
+        texts.append(text)
+    return IISEvent(time_ms, keys[0], keys[1], keys[2], port, *texts)
+
+
+def records_of(doc: Any) -> list[Any]:
+    """The records a decoded JSON document holds: an envelope's list, an array, or the object itself."""
+    if type(doc) is dict:
+        inner = doc.get("records")
+        if type(inner) is list and "TimeGenerated" not in doc:
+            return inner
+        return [doc]
+    if type(doc) is list:
+        return doc
+    return [doc]
+
+
+def parse_json(payload: bytes | str) -> Iterator[IISEvent | ParseError]:
+    """Decode one JSON document (a record, an envelope or an array) into events or errors.
+
+    A payload that is not JSON yields exactly one error; an envelope yields one result per record,
+    so one bad record never hides its neighbours.
+    """
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(payload, bytes):
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                yield ParseError(Reason.UNDECODABLE, "payload is not UTF-8")
+                return
+        yield ParseError(Reason.INVALID_JSON, str(exc)[:200])
+        return
+    for record in records_of(doc):
+        yield event_from_record(record)

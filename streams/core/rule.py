@@ -1,0 +1,48 @@
+"""The Sentinel rule's identity and its parameters (bin size, threshold, set cap, url_decode '+')."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RULE_ID = "44a555d8-ecee-4a25-95ce-055879b4b14b"
+RULE_NAME = "High count of connections by client IP on many ports"
+RULE_VERSION = "1.0.3"
+SEVERITY = "Medium"
+TACTICS = ("InitialAccess",)
+TECHNIQUES = ("T1190",)
+
+DEFAULT_BIN_MS = 600_000  # timeBin = 10m
+DEFAULT_THRESHOLD = 30  # portThreshold = 30
+DEFAULT_MAX_SET_SIZE = 128  # legacy makeset's default cap
+
+
+class RuleConfigError(ValueError):
+    """Rule parameters that cannot work together."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """Parameters of the rule; defaults are the published rule's.
+
+    `max_set_size` caps every collected set like the legacy `makeset` (0 = unlimited), so
+    `portCount` never exceeds it. `plus_as_space` chooses how url_decode reads '+' (.NET's
+    HttpUtility.UrlDecode turns it into a space; RFC 3986 readers keep it).
+    """
+
+    bin_ms: int = DEFAULT_BIN_MS
+    threshold: int = DEFAULT_THRESHOLD
+    max_set_size: int = DEFAULT_MAX_SET_SIZE
+    plus_as_space: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bin_ms <= 0:
+            raise RuleConfigError(f"bin must be positive, got {self.bin_ms} ms")
+        if self.threshold < 1:
+            raise RuleConfigError(f"threshold must be at least 1, got {self.threshold}")
+        if self.max_set_size < 0:
+            raise RuleConfigError(f"max set size must be >= 0 (0 = unlimited), got {self.max_set_size}")
+        if self.max_set_size and self.threshold > self.max_set_size:
+            raise RuleConfigError(
+                f"threshold {self.threshold} can never be reached: portCount is capped at "
+                f"max set size {self.max_set_size} (raise --max-set-size or set it to 0)"
+            )

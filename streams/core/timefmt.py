@@ -1,0 +1,63 @@
+"""Time in one representation: integer epoch milliseconds, UTC; ISO-8601 in and out."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+
+# Accepted: YYYY-MM-DD[T ]HH:MM[:SS[.fraction]] followed by Z, z, +HH:MM, +HHMM, +HH or nothing (UTC).
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?",
+    re.ASCII,
+)
+_EPOCH_DAY0 = datetime(1970, 1, 1, tzinfo=UTC).toordinal()
+MIN_MS = 0  # 1970-01-01T00:00:00Z
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+@lru_cache(maxsize=4096)
+def _day_ms(year: int, month: int, day: int) -> int | None:
+    """Epoch ms of a calendar day, cached: a log file spans few days."""
+    try:
+        ordinal = datetime(year, month, day, tzinfo=UTC).toordinal()
+    except ValueError:
+        return None
+    return (ordinal - _EPOCH_DAY0) * 86_400_000
+
+
+def parse_iso_ms(text: str) -> int | None:
+    """Parse an ISO-8601 timestamp to epoch ms (floored); None if it is not one or out of range.
+
+    Any sub-second precision is accepted (.NET writes 7 digits); digits past milliseconds are
+    truncated, never rounded, so an event keeps its bin.
+    """
+    m = _ISO.fullmatch(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, frac, _z, sign, oh, om = m.groups()
+    day = _day_ms(int(y), int(mo), int(d))
+    if day is None:
+        return None
+    h, mnt, sec = int(hh), int(mi), int(ss) if ss else 0
+    if h > 23 or mnt > 59 or sec > 59:
+        return None
+    ms = day + ((h * 60 + mnt) * 60 + sec) * 1000
+    if frac:
+        ms += int((frac + "00")[:3])
+    if sign is not None:
+        oh_i, om_i = int(oh), int(om) if om else 0
+        if oh_i > 23 or om_i > 59:
+            return None
+        offset = (oh_i * 60 + om_i) * 60_000
+        ms = ms - offset if sign == "+" else ms + offset
+    if ms < MIN_MS or ms > MAX_MS:
+        return None
+    return ms
+
+
+def format_iso_ms(ms: int) -> str:
+    """Epoch ms to ISO-8601 UTC with millisecond precision and 'Z' (fixed width, sorts as text)."""
+    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"

@@ -1,0 +1,45 @@
+"""docker-compose.yml parses, names its services, and sets only variables the code reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.settings import Settings
+
+pytestmark = pytest.mark.contract
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services() -> None:
+    services = compose()["services"]
+    assert set(services) == {"kafka", "redis", "worker"}
+    assert services["kafka"]["image"] == "apache/kafka:4.0.2"
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_worker_environment_is_read_by_settings() -> None:
+    worker = compose()["services"]["worker"]
+    known = {Settings.env_name(n) for n in Settings.names()}
+    env = worker["environment"]
+    assert set(env) <= known, f"variables the code does not read: {sorted(set(env) - known)}"
+    loaded = Settings.load(None, {k: str(v) for k, v in env.items()})
+    assert loaded.brokers == "kafka:19092"
+    assert loaded.bin == 600_000 and loaded.threshold == 30
+
+
+def test_worker_image_builds_from_the_dockerfile() -> None:
+    build = compose()["services"]["worker"]["build"]
+    dockerfile = ROOT / build["context"] / build["dockerfile"]
+    text = dockerfile.read_text()
+    assert 'ENTRYPOINT ["iis-portscan"]' in text
+    for env_line in (line for line in text.splitlines() if line.startswith("ENV ")):
+        name = env_line.split()[1].split("=")[0]
+        assert name in {Settings.env_name(n) for n in Settings.names()}

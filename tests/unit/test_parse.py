@@ -1,0 +1,159 @@
+"""W3CIISLog JSON: records, envelopes, arrays; bad input as values with reasons, never exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.core.parse import event_from_record, parse_json
+from streams.core.records import IISEvent, ParseError, Reason
+
+BASE: dict[str, Any] = {
+    "TimeGenerated": "2026-01-01T12:10:00.1234567Z",
+    "cIP": "203.0.113.9",
+    "Computer": "WEB01",
+    "sIP": "10.0.0.11",
+    "sPort": 443,
+    "csMethod": "GET",
+    "csUriQuery": "q=a+b",
+    "csUserName": "-",
+    "sSiteName": "W3SVC1",
+    "csUserAgent": "curl/8",
+    "scStatus": "401",
+    "scSubStatus": "1",
+    "scWin32Status": "2148074254",
+    "TenantId": "ignored",
+}
+
+
+def rec(**changes: Any) -> dict[str, Any]:
+    out = dict(BASE)
+    for k, v in changes.items():
+        if v is ...:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def test_full_record() -> None:
+    ev = event_from_record(BASE)
+    assert ev == IISEvent(
+        1_767_269_400_123,
+        "203.0.113.9",
+        "WEB01",
+        "10.0.0.11",
+        443,
+        "GET",
+        "q=a+b",
+        "-",
+        "W3SVC1",
+        "curl/8",
+        "401",
+        "1",
+        "2148074254",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "port"), [("443", 443), (" 80 ", 80), (0, 0), (65535, 65535), (None, None), (8080.0, 8080)]
+)
+def test_port_forms(value: Any, port: int | None) -> None:
+    ev = event_from_record(rec(sPort=value))
+    assert isinstance(ev, IISEvent) and ev.sPort == port
+
+
+def test_missing_port_is_null() -> None:
+    ev = event_from_record(rec(sPort=...))
+    assert isinstance(ev, IISEvent) and ev.sPort is None
+
+
+@pytest.mark.parametrize("value", ["http", "-1", "65536", 70000, -1, True, [1], 1.5, "４４３"])
+def test_bad_port(value: Any) -> None:
+    ev = event_from_record(rec(sPort=value))
+    assert isinstance(ev, ParseError) and ev.reason is Reason.INVALID_FIELD
+
+
+def test_optional_strings_default_to_empty_and_numbers_become_text() -> None:
+    ev = event_from_record(rec(csUserName=None, csMethod=..., scStatus=401, scSubStatus=0, scWin32Status=5))
+    assert isinstance(ev, IISEvent)
+    assert (ev.csUserName, ev.csMethod, ev.scStatus, ev.scSubStatus, ev.scWin32Status) == (
+        "",
+        "",
+        "401",
+        "0",
+        "5",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"TimeGenerated": ...}, Reason.MISSING_FIELD),
+        ({"cIP": ...}, Reason.MISSING_FIELD),
+        ({"Computer": None}, Reason.MISSING_FIELD),
+        ({"sIP": ...}, Reason.MISSING_FIELD),
+        ({"cIP": 5}, Reason.INVALID_FIELD),
+        ({"csUserAgent": {"a": 1}}, Reason.INVALID_FIELD),
+        ({"csUserName": True}, Reason.INVALID_FIELD),
+        ({"TimeGenerated": "yesterday"}, Reason.INVALID_TIME),
+        ({"TimeGenerated": 1767269400000}, Reason.INVALID_TIME),
+        ({"TimeGenerated": "1900-01-01T00:00:00Z"}, Reason.INVALID_TIME),
+    ],
+)
+def test_bad_records(changes: dict[str, Any], reason: Reason) -> None:
+    ev = event_from_record(rec(**changes))
+    assert isinstance(ev, ParseError)
+    assert ev.reason is reason
+
+
+def test_payload_forms() -> None:
+    one = orjson.dumps(BASE)
+    assert [type(r) for r in parse_json(one)] == [IISEvent]
+    env = orjson.dumps({"records": [BASE, rec(cIP=...), BASE]})
+    results = list(parse_json(env))
+    assert [type(r) for r in results] == [IISEvent, ParseError, IISEvent]
+    arr = orjson.dumps([BASE, BASE])
+    assert [type(r) for r in parse_json(arr)] == [IISEvent, IISEvent]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe{", Reason.UNDECODABLE),
+        (b"{not json", Reason.INVALID_JSON),
+        (b"", Reason.INVALID_JSON),
+        (b"42", Reason.NOT_AN_OBJECT),
+        (b'"x"', Reason.NOT_AN_OBJECT),
+        (b"[1]", Reason.NOT_AN_OBJECT),
+    ],
+)
+def test_bad_payloads(payload: bytes, reason: Reason) -> None:
+    results = list(parse_json(payload))
+    assert len(results) == 1
+    assert isinstance(results[0], ParseError) and results[0].reason is reason
+
+
+@given(st.binary(max_size=200))
+def test_never_raises_on_bytes(data: bytes) -> None:
+    for result in parse_json(data):
+        assert isinstance(result, (IISEvent, ParseError))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(BASE)), json_values))
+def test_never_raises_on_objects(overrides: dict[str, Any]) -> None:
+    result = event_from_record({**BASE, **overrides})
+    assert isinstance(result, (IISEvent, ParseError))

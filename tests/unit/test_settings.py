@@ -1,0 +1,64 @@
+"""Settings: defaults are the rule's; CLI beats environment beats default; errors name the source."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from streams.settings import ConfigError, Settings, parse_duration_ms
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    Settings.add_arguments(p, Settings.names())
+    return p
+
+
+def test_defaults_are_the_rules() -> None:
+    s = Settings.load(None, {})
+    assert (s.bin, s.threshold, s.max_set_size, s.url_plus) == (600_000, 30, 128, "space")
+    assert s.rule_params().plus_as_space
+
+
+def test_precedence_cli_env_default() -> None:
+    env = {"PORTSCAN_THRESHOLD": "40", "PORTSCAN_BIN": "5m", "PORTSCAN_BROKERS": "k:1"}
+    s = Settings.load(parser().parse_args(["--threshold", "50"]), env)
+    assert (s.threshold, s.bin, s.brokers) == (50, 300_000, "k:1")
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("600", 600_000),
+        ("10m", 600_000),
+        ("120s", 120_000),
+        ("24h", 86_400_000),
+        ("1d", 86_400_000),
+        ("250ms", 250),
+        ("1.5s", 1500),
+    ],
+)
+def test_durations(text: str, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"PORTSCAN_THRESHOLD": "many"}, "PORTSCAN_THRESHOLD"),
+        ({"PORTSCAN_BIN": "10 minutes"}, "PORTSCAN_BIN"),
+        ({"PORTSCAN_URL_PLUS": "maybe"}, "url-plus"),
+        ({"PORTSCAN_THRESHOLD": "200"}, "never be reached"),
+        ({"PORTSCAN_THRESHOLD": "0"}, "at least 1"),
+        ({"PORTSCAN_BIN": "0"}, "positive"),
+    ],
+)
+def test_errors_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.load(None, env)
+
+
+def test_unlimited_sets_allow_any_threshold() -> None:
+    s = Settings.load(None, {"PORTSCAN_THRESHOLD": "200", "PORTSCAN_MAX_SET_SIZE": "0"})
+    assert s.rule_params().threshold == 200

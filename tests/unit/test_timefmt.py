@@ -1,0 +1,63 @@
+"""Timestamps: ISO-8601 in any precision and offset, to floored epoch ms, and back."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.core.timefmt import MAX_MS, format_iso_ms, parse_iso_ms
+
+T = 1_767_269_400_000  # 2026-01-01T12:10:00Z
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-01T12:10:00Z", T),
+        ("2026-01-01T12:10:00.000Z", T),
+        ("2026-01-01T12:10:00z", T),
+        ("2026-01-01 12:10:00", T),
+        ("2026-01-01T12:10Z", T),
+        ("2026-01-01T12:09:59.9999999Z", T - 1),  # 7 digits (.NET ticks) truncated, never rounded up
+        ("2026-01-01T12:10:00.1Z", T + 100),
+        ("2026-01-01T12:10:00.12Z", T + 120),
+        ("2026-01-01T12:10:00,5Z", T + 500),
+        ("2026-01-01T14:10:00+02:00", T),
+        ("2026-01-01T10:40:00-0130", T),
+        ("2026-01-01T13:10:00+01", T),
+        ("1970-01-01T00:00:00Z", 0),
+    ],
+)
+def test_parse_accepts(text: str, expected: int) -> None:
+    assert parse_iso_ms(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T12:60:00Z",
+        "2026-01-01T12:10:61Z",
+        "1969-12-31T23:59:59Z",
+        "2026-01-01",
+        "2026-01-01T12:10:00+25:00",
+        "2026-01-01T12:10:00Zjunk",
+        "１２３４-01-01T00:00:00Z",
+    ],
+)
+def test_parse_rejects(text: str) -> None:
+    assert parse_iso_ms(text) is None
+
+
+def test_format_is_fixed_width_utc() -> None:
+    assert format_iso_ms(T) == "2026-01-01T12:10:00.000Z"
+    assert format_iso_ms(T + 7) == "2026-01-01T12:10:00.007Z"
+
+
+@given(st.integers(min_value=0, max_value=MAX_MS))
+def test_round_trip(ms: int) -> None:
+    assert parse_iso_ms(format_iso_ms(ms)) == ms
