@@ -11,6 +11,9 @@ from streams.settings import ConfigError, Settings
 from streams.sources import SourceOptions
 
 RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus")
+KAFKA_SETTINGS = ("brokers", "app_id", "input_topic", "alert_topic", "dlq_topic")
+TOPIC_SETTINGS = (*KAFKA_SETTINGS, "input_keyed", "partitions", "replication", "store", "retention")
+WORKER_SETTINGS = Settings.names()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     sample.add_argument("--hours", type=float, default=3.0, help="event-time span in hours (default 3)")
     sample.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the stream job: consume W3CIISLog events from Kafka, publish alerts as they happen",
+        description="The faust worker. Creates missing topics, restores window state, and publishes early, "
+        "final and late alerts keyed by AlertId; bad input goes to the dead-letter topic.",
+    )
+    Settings.add_arguments(worker, WORKER_SETTINGS)
+
+    topics = sub.add_parser("topics", help="manage the job's topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = topics_sub.add_parser(
+        "create", help="create input, alert (compacted), dead-letter and internal topics"
+    )
+    Settings.add_arguments(create, TOPIC_SETTINGS)
+
+    produce = sub.add_parser(
+        "produce", help="send JSONL/JSON or W3C .log files to the input topic, keyed for the worker"
+    )
+    produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
+    produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
+    Settings.add_arguments(produce, ("brokers", "input_topic"))
+
+    alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
+    alerts.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
+    alerts.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this long without a new alert (default: follow forever)",
+    )
+    alerts.add_argument("--max", type=int, default=0, metavar="N", help="stop after N alerts")
+    Settings.add_arguments(alerts, ("brokers", "app_id", "alert_topic"))
     return parser
 
 
@@ -69,6 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_replay(args.files, settings, options, args.output)
     if args.command == "sample":
         return _sample(args)
+    if args.command == "worker":
+        from streams.runner import run_worker
+
+        return run_worker(settings)
+    if args.command == "topics":
+        from streams.topics import ensure_topics
+
+        partitions = ensure_topics(settings)
+        print(f"topics ready (detector source: {partitions} partitions)")
+        return 0
+    if args.command == "produce":
+        from streams.produce import run_produce
+
+        return run_produce(args.files, settings, SourceOptions(computer=args.computer))
+    if args.command == "alerts":
+        from streams.follow import run_follow
+
+        return run_follow(settings, args.pretty, args.idle_exit, args.max)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from streams.core.engine import StreamParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
     DEFAULT_MAX_SET_SIZE,
@@ -37,6 +38,14 @@ def parse_duration_ms(text: str) -> int:
         raise ValueError(f"not a duration: {text!r} (use e.g. 600s, 10m, 24h)")
     value, unit = m.groups()
     return round(float(value) * _UNITS_MS[unit or "s"])
+
+
+def format_duration_ms(ms: int) -> str:
+    """The largest whole unit: 600000 -> '10m'."""
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _UNITS_MS[unit] == 0:
+            return f"{ms // _UNITS_MS[unit]}{unit}"
+    return f"{ms}ms"
 
 
 def parse_bool(text: str) -> bool:
@@ -92,8 +101,90 @@ class Settings:
     dlq_topic: str = field(
         default="w3ciislog-dlq", metadata=_opt("dead-letter topic for bad input", str, "TOPIC")
     )
+    input_keyed: bool = field(
+        default=False,
+        metadata=_opt(
+            "the input topic is keyed so that one (cIP, Computer, sIP) always lands in one partition "
+            "(e.g. key = cIP, or what `iis-portscan produce` sends): skip the repartition hop",
+            parse_bool,
+            "BOOL",
+        ),
+    )
+    partitions: int = field(
+        default=4, metadata=_opt("partitions of topics we create (repartition topic included)", int, "N")
+    )
+    replication: int = field(default=1, metadata=_opt("replication factor of topics we create", int, "N"))
+    # State.
+    store: str = field(
+        default="rocksdb://",
+        metadata=_opt(
+            "window state: rocksdb:// (under --data-dir) or memory:// (tests, not durable)", str, "URL"
+        ),
+    )
+    data_dir: str = field(
+        default="iis-portscan-data", metadata=_opt("local state folder (RocksDB files)", str, "PATH")
+    )
+    standby_replicas: int = field(
+        default=1, metadata=_opt("faust standby replicas of the window state (RocksDB)", int, "N")
+    )
+    # Event time.
+    grace: int = field(
+        default=120_000,
+        metadata=_opt(
+            "event-time delay before a window closes (watermark = max time - grace)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    idle_timeout: int = field(
+        default=60_000,
+        metadata=_opt(
+            "after this long without input a partition's watermark follows the wall clock (0 = never)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    retention: int = field(
+        default=86_400_000,
+        metadata=_opt(
+            "closed windows are kept this long in event time for late events", parse_duration_ms, "DURATION"
+        ),
+    )
+    max_skew: int = field(
+        default=900_000,
+        metadata=_opt(
+            "events further than this ahead of the wall clock are dead-lettered",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    emit: str = field(
+        default="early,final",
+        metadata=_opt(
+            "alert phases: early (threshold reached), final (window closed); late always", str, "early,final"
+        ),
+    )
+    # Throughput and operations.
+    batch_size: int = field(default=5000, metadata=_opt("max events per processing batch", int, "N"))
+    batch_wait: int = field(
+        default=100, metadata=_opt("max time to fill a batch", parse_duration_ms, "DURATION")
+    )
+    web_port: int = field(
+        default=0,
+        metadata=_opt("serve /metrics (Prometheus text) on this port; 0 = no web server", int, "PORT"),
+    )
+    log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL"))
 
     def __post_init__(self) -> None:
+        if not set(self.emit_phases()) <= {"early", "final"}:
+            raise ConfigError(f"--emit / PORTSCAN_EMIT takes early and/or final, got {self.emit!r}")
+        if not self.store.startswith(("rocksdb://", "memory://", "redis://", "rediss://")):
+            raise ConfigError(
+                f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
+            )
+        for name in ("partitions", "replication", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(
                 f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"
@@ -102,6 +193,21 @@ class Settings:
             self.rule_params()
         except RuleConfigError as exc:
             raise ConfigError(str(exc)) from exc
+
+    def emit_phases(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.emit.split(",") if p.strip())
+
+    def stream_params(self) -> StreamParams:
+        phases = self.emit_phases()
+        return StreamParams(
+            rule=self.rule_params(),
+            grace_ms=self.grace,
+            idle_timeout_ms=self.idle_timeout,
+            retention_ms=self.retention,
+            max_skew_ms=self.max_skew,
+            early="early" in phases,
+            final="final" in phases,
+        )
 
     def rule_params(self) -> RuleParams:
         return RuleParams(
@@ -133,6 +239,8 @@ class Settings:
             f = by_name[name]
             meta = f.metadata
             shown = "<secret>" if meta["secret"] else f.default
+            if meta["parse"] is parse_duration_ms:
+                shown = format_duration_ms(int(f.default))
             parser.add_argument(
                 cls.flag(name),
                 dest=name,

@@ -103,12 +103,12 @@ def records_of(doc: Any) -> list[Any]:
     return [doc]
 
 
-def parse_json(payload: bytes | str) -> Iterator[IISEvent | ParseError]:
-    """Decode one JSON document (a record, an envelope or an array) into events or errors.
-
-    A payload that is not JSON yields exactly one error; an envelope yields one result per record,
-    so one bad record never hides its neighbours.
-    """
+def decode_records(payload: bytes | str | None) -> Iterator[tuple[int | None, Any]]:
+    """(index, record) for each record a message holds: index None for a lone object, else its
+    position in the envelope or array. A payload that is not JSON yields one (None, ParseError)."""
+    if payload is None:
+        yield None, ParseError(Reason.INVALID_JSON, "empty message (tombstone)")
+        return
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -116,9 +116,22 @@ def parse_json(payload: bytes | str) -> Iterator[IISEvent | ParseError]:
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
-                yield ParseError(Reason.UNDECODABLE, "payload is not UTF-8")
+                yield None, ParseError(Reason.UNDECODABLE, "payload is not UTF-8")
                 return
-        yield ParseError(Reason.INVALID_JSON, str(exc)[:200])
+        yield None, ParseError(Reason.INVALID_JSON, str(exc)[:200])
         return
-    for record in records_of(doc):
-        yield event_from_record(record)
+    records = records_of(doc)
+    if len(records) == 1 and records[0] is doc:
+        yield None, doc
+        return
+    yield from enumerate(records)
+
+
+def parse_json(payload: bytes | str) -> Iterator[IISEvent | ParseError]:
+    """Decode one JSON document (a record, an envelope or an array) into events or errors.
+
+    A payload that is not JSON yields exactly one error; an envelope yields one result per record,
+    so one bad record never hides its neighbours.
+    """
+    for _, record in decode_records(payload):
+        yield record if isinstance(record, ParseError) else event_from_record(record)

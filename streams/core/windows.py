@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import orjson
+
 
 class WindowKey(NamedTuple):
     """The rule's group: `bin(TimeGenerated, 10m), cIP, Computer, sIP`.
@@ -20,3 +22,18 @@ class WindowKey(NamedTuple):
 def bin_start(time_ms: int, bin_ms: int) -> int:
     """Kusto `bin()`: floor to a multiple of the bin since the epoch (12:10:00.000 opens the 12:10 bin)."""
     return time_ms - time_ms % bin_ms
+
+
+def encode_key(key: WindowKey) -> bytes:
+    """Store key: zero-padded start first, so a sorted store (RocksDB) lists windows by time."""
+    return b"%013d%s" % (key.start_ms, orjson.dumps((key.cIP, key.Computer, key.sIP)))
+
+
+def decode_key(data: bytes) -> WindowKey:
+    cip, computer, sip = orjson.loads(data[13:])
+    return WindowKey(int(data[:13]), cip, computer, sip)
+
+
+def key_start_ms(data: bytes) -> int:
+    """The window start of a store key, without decoding the rest."""
+    return int(data[:13])

@@ -61,7 +61,10 @@ def test_built_alerts_validate_and_match_schema_properties() -> None:
         agg.add(key.start_ms + p, p, ("-", "a b", "W3SVC1", "ua", "GET", "404.0", "See", "2", "x"), 128)
     alert = build_alert(key, agg, RuleParams())
     v.validate(alert)
-    assert set(alert) == set(load("alert.schema.json")["properties"])
+    assert set(alert) == set(load("alert.schema.json")["properties"]) - {"Revision", "Phase"}
+    v.validate({**alert, "Revision": 2, "Phase": "final"})
+    with pytest.raises(jsonschema.ValidationError):
+        v.validate({**alert, "Revision": 2, "Phase": "closed"})
 
 
 def test_generated_input_validates_and_parses() -> None:
@@ -75,3 +78,13 @@ def test_schema_rejects_an_alert_without_ports() -> None:
     example = json.loads((SCHEMAS / "examples" / "alert.example.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         validator("alert.schema.json").validate({**example, "portCount": 0})
+
+
+def test_dead_letters_validate() -> None:
+    from streams.core.deadletter import dead_letter
+    from streams.core.records import ParseError, Reason
+
+    v = validator("deadletter.schema.json")
+    for reason in Reason:
+        v.validate(dead_letter(ParseError(reason, "x"), b"\xff\x00", None, "t", 0, 5, None, 0))
+        v.validate(dead_letter(ParseError(reason, "x"), b"{}", b"k", "t", 1, 6, 3, 1_767_269_400_000))

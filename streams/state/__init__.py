@@ -1,0 +1,1 @@
+"""Window state backends behind one small interface (see base.WindowStore), chosen by URL scheme."""

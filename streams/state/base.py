@@ -1,0 +1,34 @@
+"""The state interface every backend implements; one contract test suite runs against all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class WindowStore(Protocol):
+    """Per-partition key/value state of the window records and the partition's meta record.
+
+    Keys sort by window start (see core.windows.encode_key), which makes retention a range delete.
+    `write` applies its items in the given order (the engine relies on the meta record going first).
+    """
+
+    async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
+        """Every record of a partition: at assignment, to restore open windows and the watermark."""
+        ...
+
+    async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
+        """The stored values of `keys` (None where absent), in one round trip where the backend can."""
+        ...
+
+    async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
+        """Store the items, in order, durably enough for the backend's guarantee."""
+        ...
+
+    async def expire(self, partition: int, before_start_ms: int) -> int:
+        """Delete window records whose window starts before `before_start_ms`; returns how many."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources; the state stays where the backend keeps it."""
+        ...

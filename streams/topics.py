@@ -1,0 +1,92 @@
+"""Topic names and creation with confluent-kafka's AdminClient (idempotent: existing topics are kept)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def repartition_topic(settings: Settings) -> str:
+    """Internal topic keyed by (cIP, Computer, sIP), used when the input is not keyed that way."""
+    return f"{settings.app_id}-w3ciislog-by-key"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """faust's changelog of the window table (RocksDB state)."""
+    return f"{settings.app_id}-windows-changelog"
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.brokers, "socket.timeout.ms": 10_000})
+
+
+def partition_counts(client: AdminClient) -> dict[str, int]:
+    """Partition count of every topic. Asks for all topics at once: a metadata request naming a
+    missing topic would make a broker with auto.create.topics.enable create it with defaults."""
+    md = client.list_topics(timeout=TIMEOUT_S)
+    return {name: len(meta.partitions) for name, meta in md.topics.items() if meta.error is None}
+
+
+def specs(settings: Settings, source_partitions: int) -> list[TopicSpec]:
+    """Every topic the job uses. Alerts are compacted: the latest revision per AlertId survives."""
+    retention = str(max(settings.retention * 2, 7 * 86_400_000))
+    out = [
+        TopicSpec(settings.input_topic, settings.partitions, {}),
+        TopicSpec(settings.alert_topic, settings.partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.dlq_topic, settings.partitions, {"retention.ms": retention}),
+    ]
+    if not settings.input_keyed:
+        out.append(TopicSpec(repartition_topic(settings), source_partitions, {"retention.ms": retention}))
+    if settings.store.startswith("rocksdb"):
+        out.append(TopicSpec(changelog_topic(settings), source_partitions, {"cleanup.policy": "compact"}))
+    return out
+
+
+def ensure_topics(settings: Settings) -> int:
+    """Create whatever is missing; return the partition count of the detector's source topic.
+
+    The window table's changelog must have as many partitions as the topic the detector consumes
+    (the input when it is keyed, else the repartition topic).
+    """
+    client = admin(settings)
+    counts = partition_counts(client)
+    if settings.input_keyed:
+        source_partitions = counts.get(settings.input_topic, settings.partitions)
+    else:
+        source_partitions = counts.get(repartition_topic(settings), settings.partitions)
+    todo = [s for s in specs(settings, source_partitions) if s.name not in counts]
+    if todo:
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication, config=s.config)  # noqa: E501
+            for s in todo
+        ]
+        for name, future in client.create_topics(new, operation_timeout=TIMEOUT_S).items():
+            try:
+                future.result(timeout=TIMEOUT_S)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # another worker created it meanwhile
+                raise
+    changelog = counts.get(changelog_topic(settings))
+    if settings.store.startswith("rocksdb") and changelog not in (None, source_partitions):
+        raise RuntimeError(
+            f"changelog topic {changelog_topic(settings)} has {changelog} partitions but the detector's "
+            f"source has {source_partitions}; they must match (use a new --app-id after repartitioning)"
+        )
+    return source_partitions
