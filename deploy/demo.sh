@@ -1,20 +1,41 @@
 #!/usr/bin/env bash
-# `make demo`: generate a sample of benign IIS traffic with port scans and run the detection over it.
+# `make demo`: the main job on the embedded defaults, end to end on a local broker.
+#   Kafka + Redis up (reused if running) -> topics -> a generated sample of benign IIS traffic with port
+#   scans, produced into Kafka -> `iis-portscan worker` (RocksDB state) -> alerts printed as they arrive.
+#   Everything the demo started is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec deploy/services.sh with -- bash -c '
+set -euo pipefail
 BIN=.venv/bin
-out=$(mktemp -d "${TMPDIR:-/tmp}/iis-portscan-demo.XXXXXX")
-trap 'rm -rf "$out"' EXIT
-echo "== generating 200,000 W3CIISLog events (benign traffic plus port scans) into $out/sample.jsonl"
-$BIN/iis-portscan sample --events 200000 --seed 7 --output "$out/sample.jsonl"
-echo "== iis-portscan replay: the Sentinel rule over the sample (alerts as JSON lines, top 5 shown)"
-$BIN/iis-portscan replay "$out/sample.jsonl" --output "$out/alerts.jsonl"
-$BIN/python - "$out/alerts.jsonl" <<'PY'
-import sys, orjson
-alerts = [orjson.loads(line) for line in open(sys.argv[1], "rb")]
-print(f"{len(alerts)} alerts (portCount >= 30 in a 10-minute bin per cIP, Computer, sIP)")
-print(f"{'TimeGenerated':<25} {'cIP':<16} {'Computer':<22} {'sIP':<11} {'ports':>5} {'distinct':>8} {'conns':>6}")
-for a in alerts[:5]:
-    print(f"{a['TimeGenerated']:<25} {a['cIP']:<16} {a['Computer']:<22} {a['sIP']:<11} "
-          f"{a['portCount']:>5} {a['DistinctPortCount']:>8} {a['ConnectionsCount']:>6}")
-PY
+run=$(date +%s)
+work=$(mktemp -d "${TMPDIR:-/tmp}/iis-portscan-demo.XXXXXX")
+export PORTSCAN_APP_ID=demo-$run PORTSCAN_INPUT_TOPIC=demo-$run-w3ciislog \
+       PORTSCAN_ALERT_TOPIC=demo-$run-alerts PORTSCAN_DLQ_TOPIC=demo-$run-dlq PORTSCAN_INPUT_KEYED=true \
+       PORTSCAN_DATA_DIR=$work/state PORTSCAN_IDLE_TIMEOUT=5s
+worker_pid=
+cleanup() {
+  if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
+    kill -TERM "$worker_pid"; for _ in $(seq 1 150); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$worker_pid" 2>/dev/null || true
+  fi
+  $BIN/python -m streams.demo_cleanup || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+start=$(date -u -d "-75 minutes" +%Y-%m-%dT%H:%M:00Z)
+echo "== topics for app $PORTSCAN_APP_ID on $PORTSCAN_BROKERS"
+$BIN/iis-portscan topics create
+echo "== generating 100,000 W3CIISLog events over the hour from $start (benign traffic plus port scans)"
+$BIN/iis-portscan sample --events 100000 --seed 7 --hours 1 --start "$start" --output "$work/sample.jsonl"
+echo "== starting the worker (RocksDB state in $work/state; log $work/worker.log)"
+$BIN/iis-portscan worker >"$work/worker.log" 2>&1 &
+worker_pid=$!
+echo "== producing the sample into $PORTSCAN_INPUT_TOPIC"
+$BIN/iis-portscan produce "$work/sample.jsonl"
+echo "== alerts as they arrive (early: threshold reached; final: window closed by the watermark)"
+$BIN/iis-portscan alerts --pretty --idle-exit 20
+echo "== for comparison, iis-portscan replay over the same file (the daily rule'"'"'s answer):"
+$BIN/iis-portscan replay "$work/sample.jsonl" 2>&1 >/dev/null | tail -n 1
+grep -o "metrics .*" "$work/worker.log" | tail -n 1 || true
+'

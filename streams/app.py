@@ -82,7 +82,10 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     elif settings.store.startswith("memory"):
         store = MemoryStore()
     else:
-        raise NotImplementedError("the redis:// store arrives with the state backend issue")
+        from streams.state.redis import RedisStore
+
+        ttl = settings.retention + settings.bin + settings.grace
+        store = RedisStore(settings.store, settings.app_id, ttl)
 
     processor = Processor(settings.stream_params(), store, Publisher(alert_topic, dlq_topic))
     wait_s = settings.batch_wait / 1000

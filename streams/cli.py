@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--events", type=int, default=100_000, help="number of events (default 100000)")
     sample.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     sample.add_argument("--hours", type=float, default=3.0, help="event-time span in hours (default 3)")
+    sample.add_argument("--start", metavar="ISO8601", help="first event time (default 2026-01-01T00:00:00Z)")
     sample.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
 
     worker = sub.add_parser(
@@ -93,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `iis-portscan ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -131,9 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import orjson
 
+    from streams.core.timefmt import parse_iso_ms
     from streams.sample import Workload, generate
 
-    workload = Workload(events=args.events, seed=args.seed, span_ms=int(args.hours * 3_600_000))
+    start = parse_iso_ms(args.start) if args.start else Workload().start_ms
+    if start is None:
+        sys.stderr.write(f"sample: --start is not an ISO-8601 time: {args.start}\n")
+        return 2
+    workload = Workload(
+        events=args.events, seed=args.seed, start_ms=start, span_ms=int(args.hours * 3_600_000)
+    )
     out = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
         for record in generate(workload):

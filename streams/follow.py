@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections import Counter
 from typing import Any, TextIO
 
 import orjson
@@ -39,6 +40,7 @@ def run_follow(
     )
     consumer.subscribe([settings.alert_topic])
     seen = 0
+    latest: dict[str, str] = {}
     last = time.monotonic()
     if as_table:
         out.write(HEADER + "\n")
@@ -59,10 +61,15 @@ def run_follow(
             if value is None:
                 continue
             seen += 1
-            out.write((pretty(orjson.loads(value)) if as_table else value.decode()) + "\n")
+            alert = orjson.loads(value)
+            latest[alert["AlertId"]] = alert.get("Phase", "-")
+            out.write((pretty(alert) if as_table else value.decode()) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+    if as_table:
+        phases = ", ".join(f"{n} {p}" for p, n in sorted(Counter(latest.values()).items()))
+        out.write(f"{seen} alert records for {len(latest)} windows (latest revision: {phases or 'none'})\n")
     return 0

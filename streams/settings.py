@@ -118,7 +118,10 @@ class Settings:
     store: str = field(
         default="rocksdb://",
         metadata=_opt(
-            "window state: rocksdb:// (under --data-dir) or memory:// (tests, not durable)", str, "URL"
+            "window state: rocksdb:// (under --data-dir), redis://[:password@]host:port/db (shared), "
+            "memory:// (tests)",
+            str,
+            "URL",
         ),
     )
     data_dir: str = field(

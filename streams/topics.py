@@ -72,7 +72,9 @@ def ensure_topics(settings: Settings) -> int:
     todo = [s for s in specs(settings, source_partitions) if s.name not in counts]
     if todo:
         new = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication, config=s.config)  # noqa: E501
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=settings.replication, config=s.config
+            )
             for s in todo
         ]
         for name, future in client.create_topics(new, operation_timeout=TIMEOUT_S).items():

@@ -43,3 +43,11 @@ def test_worker_image_builds_from_the_dockerfile() -> None:
     for env_line in (line for line in text.splitlines() if line.startswith("ENV ")):
         name = env_line.split()[1].split("=")[0]
         assert name in {Settings.env_name(n) for n in Settings.names()}
+
+
+def test_worker_command_is_a_real_subcommand() -> None:
+    from streams.cli import build_parser
+
+    worker = compose()["services"]["worker"]
+    args = build_parser().parse_args(worker["command"])
+    assert args.command == "worker"

@@ -1,0 +1,221 @@
+"""One contract for every state backend: memory, RocksDB (rocksdict) and Redis (a real server).
+
+The RocksDB store is exercised on real rocksdict files; its changelog sends are recorded by a small
+stand-in table, since this suite checks the store's semantics, not Kafka (the worker integration
+tests run the real changelog). Redis runs against the server `make test` starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from rocksdict import Options, Rdict
+
+from streams.core.batch import detect
+from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams
+from streams.core.records import IISEvent
+from streams.core.rule import RuleParams
+from streams.core.windows import WindowKey, encode_key
+from streams.state.base import WindowStore
+from streams.state.memory import MemoryStore
+from streams.state.redis import RedisStore
+from streams.state.rocksdb import RocksTableStore
+
+pytestmark = pytest.mark.contract
+T = TypeVar("T")
+T0 = 1_767_268_800_000
+BIN = 600_000
+
+
+class _Data:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dbs: dict[int, Rdict] = {}
+
+    def _db_for_partition(self, partition: int) -> Rdict:
+        if partition not in self.dbs:
+            self.dbs[partition] = Rdict(str(self.root / f"p{partition}"), options=Options(raw_mode=True))
+        return self.dbs[partition]
+
+
+class RecordingTable:
+    """Just enough of a faust Table for RocksTableStore: real rocksdict data, recorded changelog."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = _Data(root)
+        self.changelog: list[tuple[int, bytes, bytes | None]] = []
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.changelog.append((partition, key, value))
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+
+
+def redis_url() -> str:
+    return os.environ.get("PORTSCAN_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(params=["memory", "rocksdb", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """A factory of fresh-connection stores over the same state (a restart = a new store object)."""
+    kind = request.param
+    if kind == "memory":
+        shared = MemoryStore()
+        return lambda: shared
+    if kind == "rocksdb":
+        table = RecordingTable(tmp_path)
+        request.node.rocks_table = table
+        return lambda: RocksTableStore(table)
+    app_id = f"contract-{uuid.uuid4().hex[:8]}"
+    probe = RedisStore(redis_url(), app_id, 60_000)
+    try:
+        run(probe.client.ping())
+    except Exception as exc:
+        pytest.fail(f"Redis at {redis_url()} does not answer ({exc}); run `make services-up`")
+
+    def cleanup() -> None:
+        async def go() -> None:
+            store = RedisStore(redis_url(), app_id, 60_000)
+            await store.delete_all()
+            await store.close()
+
+        run(go())
+
+    request.addfinalizer(cleanup)
+    return lambda: RedisStore(redis_url(), app_id, 60_000)
+
+
+def key(start: int, cip: str = "198.51.100.1") -> bytes:
+    return encode_key(WindowKey(start, cip, "WEB01", "10.0.0.11"))
+
+
+def test_write_get_load_and_partitions_are_separate(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        k1, k2 = key(T0), key(T0 + BIN)
+        await store.write(0, {META_KEY: b'{"w":1,"m":2}', k1: b"one", k2: b"two"})
+        await store.write(1, {k1: b"other"})
+        assert await store.get_many(0, [k1, k2, key(T0, "x")]) == {k1: b"one", k2: b"two", key(T0, "x"): None}
+        assert await store.get_many(1, [k1, k2]) == {k1: b"other", k2: None}
+        loaded = dict(await store.load_partition(0))
+        assert loaded == {META_KEY: b'{"w":1,"m":2}', k1: b"one", k2: b"two"}
+        await store.write(0, {k1: b"uno"})
+        assert (await store.get_many(0, [k1]))[k1] == b"uno"
+        await store.close()
+        again = make_store()  # a new connection sees the same state
+        assert dict(await again.load_partition(1)) == {k1: b"other"}
+        await again.close()
+
+    run(go())
+
+
+def test_expire_deletes_windows_before_cutoff_only(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        keys = [key(T0 + i * BIN, f"c{i}") for i in range(5)]
+        await store.write(0, {META_KEY: b"m", **{k: b"v" for k in keys}})
+        await store.write(1, {keys[0]: b"v"})
+        assert await store.expire(0, T0 + 2 * BIN) == 2
+        assert await store.expire(0, T0 + 2 * BIN) == 0
+        left = dict(await store.load_partition(0))
+        assert set(left) == {META_KEY, *keys[2:]}
+        assert dict(await store.load_partition(1)) == {keys[0]: b"v"}
+        await store.close()
+
+    run(go())
+
+
+def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[], WindowStore]) -> None:
+    """Drive the engine through the store with restarts: the latest alerts equal the batch rule."""
+    params = StreamParams(
+        rule=RuleParams(threshold=6), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12
+    )
+    rnd = random.Random(4)
+    events = [
+        IISEvent(T0 + rnd.randrange(3 * BIN), rnd.choice("abc"), "WEB01", "10.0.0.11", rnd.randint(1, 15))
+        for _ in range(400)
+    ]
+    stream = list(enumerate(events))
+
+    async def go() -> dict[str, dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        store = make_store()
+
+        async def fresh_engine(s: WindowStore) -> PartitionEngine:
+            records = await s.load_partition(0)
+            engine = PartitionEngine(params, Meta.from_bytes(dict(records).get(META_KEY)), T0)
+            engine.restore(records)
+            return engine
+
+        engine = await fresh_engine(store)
+        pos = committed = 0
+        while pos < len(stream):
+            batch = stream[pos : pos + rnd.randint(1, 40)]
+            loaded = await store.get_many(0, engine.keys_to_load(batch))
+            out = engine.step(batch, loaded, T0)
+            for a in out.alerts:
+                if a["AlertId"] not in latest or a["Revision"] >= latest[a["AlertId"]]["Revision"]:
+                    latest[a["AlertId"]] = a
+            if rnd.random() < 0.15:  # crash before the write: restart from the last commit
+                await store.close()
+                store = make_store()
+                engine = await fresh_engine(store)
+                pos = committed
+                continue
+            await store.write(0, out.writes)
+            pos += len(batch)
+            if rnd.random() < 0.5:
+                committed = pos
+        out = engine.tick(10**13)
+        for a in out.alerts:
+            latest[a["AlertId"]] = a
+        await store.write(0, out.writes)
+        await store.close()
+        return latest
+
+    latest = run(go())
+    expected = detect(events, params.rule)
+    keys = ("AlertId", "ConnectionsCount", "portCount", "set_sPort", "FirstSeen", "LastSeen")
+    assert sorted(tuple(str(a[k]) for k in keys) for a in latest.values()) == sorted(
+        tuple(str(a[k]) for k in keys) for a in expected
+    )
+    assert len(expected) > 3
+
+
+def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) -> None:
+    table = RecordingTable(tmp_path)
+    store = RocksTableStore(table)
+
+    async def go() -> None:
+        await store.write(2, {META_KEY: b"m", key(T0): b"v"})
+        await store.expire(2, T0 + 1)
+
+    run(go())
+    assert table.changelog == [(2, META_KEY, b"m"), (2, key(T0), b"v"), (2, key(T0), None)]
+
+
+def test_redis_keys_are_namespaced_and_expire() -> None:
+    async def go() -> None:
+        a = RedisStore(redis_url(), f"ns-a-{uuid.uuid4().hex[:6]}", 30_000)
+        b = RedisStore(redis_url(), f"ns-b-{uuid.uuid4().hex[:6]}", 30_000)
+        try:
+            await a.write(0, {key(T0): b"from a"})
+            assert (await b.get_many(0, [key(T0)]))[key(T0)] is None
+            ttl = await a.client.pttl(a._p(0) + b"w:" + key(T0))
+            assert 0 < ttl <= 30_000
+        finally:
+            await a.delete_all()
+            await b.delete_all()
+            await a.close()
+            await b.close()
+
+    run(go())
