@@ -50,7 +50,7 @@ kafka_jars() {
   command -v java >/dev/null || die "a JDK 17+ (java) is needed to run the Kafka broker"
   log "resolving Kafka broker jars from Maven Central into $lib"
   rm -rf "$lib.tmp"
-  mvn -B -q -f "$POM" org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+  mvn -B -q -Dstyle.color=never -f "$POM" org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$lib.tmp" >&2 || die "Maven could not resolve the broker jars"
   rm -rf "$lib"
   mv "$lib.tmp" "$lib"
