@@ -62,6 +62,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout / 1000,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3000),
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         topic_allow_declare=True,
     )
@@ -77,7 +79,9 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     if settings.store.startswith("rocksdb"):
         from streams.state.rocksdb import RocksTableStore
 
-        table = app.Table("windows", partitions=partitions, schema=faust.Schema(**RAW))
+        table = app.Table(
+            "windows", partitions=partitions, key_type=bytes, value_type=bytes
+        )  # raw serializers
         store = RocksTableStore(table)
     elif settings.store.startswith("memory"):
         store = MemoryStore()

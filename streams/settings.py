@@ -167,6 +167,14 @@ class Settings:
             "alert phases: early (threshold reached), final (window closed); late always", str, "early,final"
         ),
     )
+    session_timeout: int = field(
+        default=30_000,
+        metadata=_opt(
+            "consumer-group session timeout: how soon a dead worker's partitions move (6s..5m)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
     # Throughput and operations.
     batch_size: int = field(default=5000, metadata=_opt("max events per processing batch", int, "N"))
     batch_wait: int = field(
