@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from streams.core.deadletter import dead_letter, dead_letter_key
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StepResult, StreamParams
+from streams.core.engine import META_KEY, Meta, PartitionEngine, StepResult, StreamParams, position
 from streams.core.parse import decode_records, event_from_record
 from streams.core.records import IISEvent, ParseError
 from streams.state.base import WindowStore
@@ -139,12 +139,13 @@ class Processor:
         origin: list[tuple[Any, int | None]] = []
         dead: list[tuple[bytes, dict[str, Any]]] = []
         for msg in msgs:
+            src, base = self._source(msg, partition)
             for index, record in decode_records(msg.value):
                 result = record if isinstance(record, ParseError) else event_from_record(record)
                 if isinstance(result, ParseError):
                     dead.append(self._dead(result, msg, index, now))
                     continue
-                batch.append(((msg.offset << SEQ_SHIFT) | (index or 0), result))
+                batch.append((position(src, base | (index or 0)), result))
                 origin.append((msg, index))
         self.metrics.counts["messages"] += len(msgs)
         self.metrics.counts["events"] += len(batch)
@@ -155,6 +156,8 @@ class Processor:
             msg, index = origin[i]
             dead.append(self._dead(error, msg, index, now))
         await self._finish(partition, out, dead)
+        # A partition is idle when no input arrives, not while we are busy (or waiting for Redis).
+        engine.last_input_wall_ms = self.clock()
 
     async def tick(self, partitions: Iterable[int]) -> None:
         """Idle housekeeping for the partitions this worker owns (timer, every second)."""
@@ -191,6 +194,17 @@ class Processor:
         if out.expire_before_ms is not None:
             gone = await self.store.expire(partition, out.expire_before_ms)
             self.metrics.counts["windows_expired"] += gone
+
+    @staticmethod
+    def _source(msg: Any, partition: int) -> tuple[int, int]:
+        """(source partition, sequence base) of a message: the original input position when the
+        router forwarded it (so a record forwarded twice after a crash is applied once)."""
+        if msg.headers:
+            headers = dict(msg.headers)
+            if H_PARTITION in headers:
+                raw_index = headers.get(H_INDEX) or b"0"
+                return int(headers[H_PARTITION]), (int(headers[H_OFFSET]) << SEQ_SHIFT) | int(raw_index)
+        return partition, msg.offset << SEQ_SHIFT
 
     @staticmethod
     def _dead(error: ParseError, msg: Any, index: int | None, now: int) -> tuple[bytes, dict[str, Any]]:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.core.parse import decode_records, event_from_record
+from streams.core.parse import decode_records, event_from_record, records_of
 from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
 from streams.processor import routing_key
 from streams.settings import Settings
-from streams.sources import SourceOptions, _is_w3c, iter_file, open_binary
+from streams.sources import SourceOptions, _chain_first, _is_w3c, iter_file, open_binary
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -62,7 +62,11 @@ def messages(path: str, options: SourceOptions, err: TextIO) -> Iterator[tuple[b
                     continue
                 yield routing_key(result), orjson.dumps(event_record(result))
             return
-        for line in reader:
+        first = reader.readline()
+        lines: Iterable[bytes] = _chain_first(first, reader)
+        if _whole_document(first):  # a pretty-printed array or envelope spans lines: send its records
+            lines = [orjson.dumps(r) for r in records_of(orjson.loads(b"".join(lines)))]
+        for line in lines:
             line = line.strip()
             if not line:
                 continue
@@ -75,6 +79,17 @@ def messages(path: str, options: SourceOptions, err: TextIO) -> Iterator[tuple[b
     finally:
         if path != "-":
             raw.close()
+
+
+def _whole_document(first: bytes) -> bool:
+    stripped = first.strip()
+    if stripped.startswith(b"["):
+        return True
+    try:
+        orjson.loads(stripped or b"null")
+    except orjson.JSONDecodeError:
+        return True
+    return False
 
 
 def run_produce(

@@ -3,9 +3,12 @@
 Pure and synchronous: the adapter loads records, calls `step` or `tick` with the wall clock, then
 publishes the alerts and writes the records it gets back, in that order.
 
-Why it is exact after a crash. Every event of a window comes from one partition, in offset order,
-and each window record carries the offset of the last event applied to it; an event at or below that
-offset is skipped. The record is written only after the alerts it caused were delivered, so a replay
+Why it is exact after a crash. An event's position is (source partition, sequence): its input
+partition and offset (with its index inside an envelope). The events of one window that come from
+one source partition arrive in sequence order, and each window record carries, per source partition,
+the last sequence applied to it; an event at or below that is skipped. (With repartitioning the
+source is the original input position, so a record the router forwards twice is counted once.)
+The record is written only after the alerts it caused were delivered, so a replay
 repeats at most alerts (same AlertId, same revision numbers), never a count. The partition's
 meta record (watermark) is written before the window records of the same step, so a window closed
 by a watermark is never reopened by a restore that lost that watermark.
@@ -28,6 +31,14 @@ from streams.core.timefmt import format_iso_ms
 from streams.core.windows import WindowKey, bin_start, decode_key, encode_key
 
 META_KEY = b"\x00meta"  # sorts before every window key
+_SEQ_MASK = 2**64 - 1
+
+
+def position(source_partition: int, sequence: int) -> int:
+    """An event's position for `PartitionEngine.step`: which input partition, and where in it."""
+    return (source_partition << 64) | sequence
+
+
 NO_TIME = -(2**62)
 
 
@@ -45,27 +56,31 @@ class StreamParams:
 
 
 class WindowRecord:
-    """A window's stored state: aggregate, last applied offset, last revision, closed flag."""
+    """A window's stored state: aggregate, last applied sequence per source, last revision, closed."""
 
-    __slots__ = ("agg", "closed", "offset", "revision")
+    __slots__ = ("agg", "closed", "offsets", "revision")
 
     def __init__(
-        self, agg: WindowAgg | None = None, offset: int = -1, revision: int = 0, closed: bool = False
+        self,
+        agg: WindowAgg | None = None,
+        offsets: dict[int, int] | None = None,
+        revision: int = 0,
+        closed: bool = False,
     ):
         self.agg = agg if agg is not None else WindowAgg()
-        self.offset = offset
+        self.offsets = offsets if offsets is not None else {}
         self.revision = revision
         self.closed = closed
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
-            {"a": self.agg.to_state(), "o": self.offset, "r": self.revision, "c": self.closed}
+            {"a": self.agg.to_state(), "o": list(self.offsets.items()), "r": self.revision, "c": self.closed}
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowRecord:
         d = orjson.loads(data)
-        return cls(WindowAgg.from_state(d["a"]), d["o"], d["r"], d["c"])
+        return cls(WindowAgg.from_state(d["a"]), dict(d["o"]), d["r"], d["c"])
 
 
 @dataclass(slots=True)
@@ -144,7 +159,10 @@ class PartitionEngine:
     def step(
         self, batch: Sequence[tuple[int, IISEvent]], loaded: dict[bytes, bytes | None], now_ms: int
     ) -> StepResult:
-        """Apply a batch of (offset, event) in offset order; `loaded` answers `keys_to_load`."""
+        """Apply a batch of (position, event); `loaded` answers `keys_to_load`.
+
+        position = source partition * 2**64 + sequence (see `position`); a plain offset means source 0.
+        """
         p = self.params
         rule = p.rule
         bin_ms, cap, threshold = rule.bin_ms, rule.max_set_size, rule.threshold
@@ -194,10 +212,11 @@ class PartitionEngine:
                 else:  # a new window; one whose bin the watermark has passed is born closed (late)
                     entry = (wkey, WindowRecord(closed=start + bin_ms <= watermark))
             rec = entry[1]
-            if offset <= rec.offset:
+            src, seq = offset >> 64, offset & _SEQ_MASK
+            if seq <= rec.offsets.get(src, -1):
                 continue  # applied before a restart: exactly-once state effect
             rec.agg.add_event(ev, enricher, cap)
-            rec.offset = offset
+            rec.offsets[src] = seq
             touched[key] = entry
             if t > max_time:
                 max_time = t

@@ -156,7 +156,7 @@ def workload(tmp_path: Path) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
     yield path, records
 
 
-def job_env(brokers: str, name: str, store: str) -> dict[str, str]:
+def job_env(brokers: str, name: str, store: str, keyed: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -165,7 +165,7 @@ def job_env(brokers: str, name: str, store: str) -> dict[str, str]:
             "PORTSCAN_INPUT_TOPIC": f"{name}-in",
             "PORTSCAN_ALERT_TOPIC": f"{name}-alerts",
             "PORTSCAN_DLQ_TOPIC": f"{name}-dlq",
-            "PORTSCAN_INPUT_KEYED": "true",
+            "PORTSCAN_INPUT_KEYED": "true" if keyed else "false",
             "PORTSCAN_PARTITIONS": "4",
             "PORTSCAN_STORE": store,
             "PORTSCAN_IDLE_TIMEOUT": "3s",
@@ -202,9 +202,10 @@ def wait_for_answer(
     return got
 
 
-@pytest.mark.parametrize("store", ["rocksdb://", "redis"])
+@pytest.mark.parametrize(("store", "keyed"), [("rocksdb://", True), ("redis", True), ("redis", False)])
 def test_sigkill_at_random_moments_equals_replay(
     store: str,
+    keyed: bool,
     brokers: str,
     redis_url: str,
     unique_name: str,
@@ -213,7 +214,7 @@ def test_sigkill_at_random_moments_equals_replay(
 ) -> None:
     path, records = workload
     name = unique_name[:40]
-    env = job_env(brokers, name, redis_url if store == "redis" else store)
+    env = job_env(brokers, name, redis_url if store == "redis" else store, keyed)
     log = tmp_path / "worker.log"
     expected = detect(e for e in map(event_from_record, records) if isinstance(e, IISEvent))
     assert len(expected) > 50
@@ -256,3 +257,114 @@ def test_sigkill_at_random_moments_equals_replay(
 
             asyncio.run(wipe())
         shutil.rmtree(tmp_path / "state-a", ignore_errors=True)
+
+
+def _run_scenario(
+    env: dict[str, str], brokers: str, path: Path, records: list[dict[str, Any]], tmp_path: Path, body: Any
+) -> None:
+    """Topics, produce, run `body(log)` (which manages workers), then compare with replay."""
+    name = env["PORTSCAN_APP_ID"]
+    log = tmp_path / "worker.log"
+    expected = detect(e for e in map(event_from_record, records) if isinstance(e, IISEvent))
+    workers: list[Worker] = []
+    try:
+        cli("topics", "create", env=env)
+        cli("produce", str(path), env=env)
+        body(log, workers)
+        got = wait_for_answer(brokers, f"{name}-alerts", expected, limit_s=240)
+        assert view(got.values()) == view(expected), f"see {log}"
+        assert read_all(brokers, f"{name}-dlq", idle_s=1.0) == []
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-6000:] if log.exists() else "no log")
+        raise
+    finally:
+        for w in workers:
+            w.stop()
+        delete_topics(brokers, name)
+
+
+def test_rebalance_two_workers_one_leaves_and_returns(
+    brokers: str, unique_name: str, tmp_path: Path, workload: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """Two worker processes share 4 partitions; one stops mid-stream (its windows move over via the
+    changelog) and later starts again."""
+    path, records = workload
+    env = job_env(brokers, unique_name[:40], "rocksdb://")
+
+    def body(log: Path, workers: list[Worker]) -> None:
+        a = Worker(env, log, tmp_path / "a")
+        b = Worker(env, log, tmp_path / "b")
+        workers += [a, b]
+        a.wait_until_working()
+        time.sleep(3)
+        b.stop()  # leaves the group mid-stream
+        time.sleep(6)
+        workers.append(Worker(env, log, tmp_path / "b"))  # and comes back
+
+    _run_scenario(env, brokers, path, records, tmp_path, body)
+
+
+def test_redis_restart_mid_stream(
+    brokers: str, unique_name: str, tmp_path: Path, workload: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """Our own Redis (AOF on) is stopped and started while the worker runs: it waits, retries, and the
+    answer is still exact."""
+    path, records = workload
+    redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = 26379 + random.randrange(1000)
+    rdir = tmp_path / "redis"
+    rdir.mkdir()
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                redis_bin,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(rdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (
+                subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
+                == b"PONG"
+            ):
+                return proc
+            time.sleep(0.1)
+        raise AssertionError("redis-server did not start")
+
+    redis = start_redis()
+    env = job_env(brokers, unique_name[:40], f"redis://127.0.0.1:{port}/0")
+
+    def body(log: Path, workers: list[Worker]) -> None:
+        nonlocal redis
+        w = Worker(env, log, tmp_path / "w")
+        workers.append(w)
+        w.wait_until_working()
+        time.sleep(1.5)
+        redis.terminate()  # SIGTERM: Redis flushes its AOF and exits
+        redis.wait(20)
+        time.sleep(4)
+        redis = start_redis()
+        assert w.proc.poll() is None, "the worker must wait for Redis, not exit"
+
+    try:
+        _run_scenario(env, brokers, path, records, tmp_path, body)
+        text = (tmp_path / "worker.log").read_text(errors="replace")
+        assert "retrying in" in text and "succeeded again" in text
+        assert "alert late" not in text  # waiting for Redis is not idleness: no window closed early
+    finally:
+        redis.terminate()
+        redis.wait(20)
