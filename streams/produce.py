@@ -65,7 +65,11 @@ def messages(path: str, options: SourceOptions, err: TextIO) -> Iterator[tuple[b
         first = reader.readline()
         lines: Iterable[bytes] = _chain_first(first, reader)
         if _whole_document(first):  # a pretty-printed array or envelope spans lines: send its records
-            lines = [orjson.dumps(r) for r in records_of(orjson.loads(b"".join(lines)))]
+            data = b"".join(lines)
+            try:
+                lines = [orjson.dumps(r) for r in records_of(orjson.loads(data))]
+            except orjson.JSONDecodeError:  # not one document: JSON lines whose first line is bad
+                lines = data.splitlines()
         for line in lines:
             line = line.strip()
             if not line:

@@ -40,3 +40,10 @@ def test_w3c_lines_become_w3ciislog_records(tmp_path: Path) -> None:
     assert len(out) == 1 and out[0][0] == b"1.2.3.4|WEB9|10.0.0.1"
     assert orjson.loads(out[0][1])["sPort"] == 80
     assert "field-count" in err.getvalue()
+
+
+def test_bad_first_line_does_not_turn_jsonl_into_a_document(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\xff\xfe bad\n{broken\n" + orjson.dumps(GOOD) + b"\n")
+    out = list(messages(str(path), SourceOptions(), io.StringIO()))
+    assert out == [(None, b"\xff\xfe bad"), (None, b"{broken"), (b"a|b|c", orjson.dumps(GOOD))]
