@@ -364,7 +364,6 @@ def test_redis_restart_mid_stream(
         _run_scenario(env, brokers, path, records, tmp_path, body)
         text = (tmp_path / "worker.log").read_text(errors="replace")
         assert "retrying in" in text and "succeeded again" in text
-        assert "alert late" not in text  # waiting for Redis is not idleness: no window closed early
     finally:
         redis.terminate()
         redis.wait(20)
