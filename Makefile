@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup services-up services-down services-status test test-unit lint demo clean
+.PHONY: help setup services-up services-down services-status test test-unit lint demo bench clean
 
 help:
 	@echo "make demo           set up and run the main job on the embedded defaults"
@@ -17,6 +17,7 @@ help:
 	@echo "make services-up    Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379); reuses running ones"
 	@echo "make services-down  stop what services-up started"
 	@echo "make lint           ruff and mypy"
+	@echo "make bench          throughput, latency and memory through the real broker (BENCH_ARGS=--help)"
 
 setup: $(STAMP)
 
@@ -46,11 +47,16 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check streams tests
+	$(BIN)/ruff check streams tests benchmarks
 	$(BIN)/mypy
 
 demo: setup
 	deploy/demo.sh
+
+# Prints a table and writes benchmarks/results/latest.json; uses (and starts if needed) the services.
+BENCH_ARGS ?=
+bench: setup services-up
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .cache .run build *.egg-info

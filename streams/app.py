@@ -16,6 +16,8 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
+from streams.batching import App as BatchingApp
+from streams.delivery import AsyncProducer
 from streams.processor import Metrics, Processor, Publisher
 from streams.settings import Settings
 from streams.state.base import WindowStore
@@ -48,7 +50,7 @@ def _store_url(settings: Settings) -> str:
 def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     """Build the faust app; `source_partitions`: partition count of the detector's source (ensure_topics)."""
     partitions = source_partitions or settings.partitions
-    app = faust.App(
+    app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.brokers.split(",")],
         store=_store_url(settings),
@@ -65,16 +67,16 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         broker_session_timeout=settings.session_timeout / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3000),
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+        broker_max_poll_records=settings.batch_size,  # one fetch = one processing batch, at most
         topic_allow_declare=True,
     )
     input_topic = app.topic(settings.input_topic, **RAW)
-    alert_topic = app.topic(settings.alert_topic, **RAW)
-    dlq_topic = app.topic(settings.dlq_topic, **RAW)
     if settings.input_keyed:
         source = input_topic
     else:
         source = app.topic(repartition_topic(settings), partitions=partitions, internal=True, **RAW)
 
+    producer = AsyncProducer(settings.brokers)
     store: WindowStore
     if settings.store.startswith("rocksdb"):
         from streams.state.rocksdb import RocksTableStore
@@ -82,7 +84,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         table = app.Table(
             "windows", partitions=partitions, key_type=bytes, value_type=bytes
         )  # raw serializers
-        store = RocksTableStore(table)
+        store = RocksTableStore(table, producer)
     elif settings.store.startswith("memory"):
         store = MemoryStore()
     else:
@@ -91,20 +93,32 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         ttl = settings.retention + settings.bin + settings.grace
         store = RedisStore(settings.store, settings.app_id, ttl)
 
-    processor = Processor(settings.stream_params(), store, Publisher(alert_topic, dlq_topic))
+    processor = Processor(
+        settings.stream_params(), store, Publisher(producer, settings.alert_topic, settings.dlq_topic)
+    )
     wait_s = settings.batch_wait / 1000
+
+    # The agents subscribe the worker to their topics; their messages reach the processor as whole
+    # fetches through the batch handlers (streams.batching), or through the agents when a message
+    # takes faust's usual path.
+    app.batch_handlers[source.get_topic_name()] = processor.process
 
     @app.agent(source, name="detect", concurrency=1)  # type: ignore[misc]
     async def detect(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=wait_s):
-            await processor.process(events)
+            await processor.process([e.message for e in events])
 
     if not settings.input_keyed:
+
+        async def route_batch(messages: list[Any]) -> None:
+            await processor.route(messages, source.get_topic_name())
+
+        app.batch_handlers[settings.input_topic] = route_batch
 
         @app.agent(input_topic, name="route", concurrency=1)  # type: ignore[misc]
         async def route(stream: Any) -> None:
             async for events in stream.take_events(settings.batch_size, within=wait_s):
-                await processor.route(events, source)
+                await route_batch([e.message for e in events])
 
     def owned() -> list[int]:
         if app.rebalancing or app.tables.recovery.in_recovery:

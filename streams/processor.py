@@ -21,6 +21,7 @@ from streams.core.deadletter import dead_letter, dead_letter_key
 from streams.core.engine import META_KEY, Meta, PartitionEngine, StepResult, StreamParams, position
 from streams.core.parse import decode_records, event_from_record
 from streams.core.records import IISEvent, ParseError
+from streams.delivery import AsyncProducer
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
@@ -46,6 +47,7 @@ class Metrics:
         self.counts: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # time spent, by activity
 
     def prometheus(self, gauges: dict[str, float]) -> str:
         lines = [f"iis_portscan_{name}_total {value}" for name, value in sorted(self.counts.items())]
@@ -53,29 +55,30 @@ class Metrics:
             f'iis_portscan_dead_letters_total{{reason="{r}"}} {n}' for r, n in sorted(self.dead.items())
         ]
         lines += [f'iis_portscan_alerts_total{{phase="{p}"}} {n}' for p, n in sorted(self.alerts.items())]
+        lines += [f"iis_portscan_{name}_seconds_total {v:.3f}" for name, v in sorted(self.seconds.items())]
         lines += [f"iis_portscan_{name} {value}" for name, value in sorted(gauges.items())]
         return "\n".join(lines) + "\n"
 
 
 class Publisher:
-    """Sends records and waits for the broker's acknowledgement (faust topics underneath)."""
+    """Sends alerts and dead letters and waits for the broker's acknowledgement."""
 
-    def __init__(self, alert_topic: Any, dlq_topic: Any) -> None:
+    def __init__(self, producer: AsyncProducer, alert_topic: str, dlq_topic: str) -> None:
+        self.producer = producer
         self.alert_topic = alert_topic
         self.dlq_topic = dlq_topic
 
     async def publish(
         self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]
     ) -> None:
-        futures = []
+        if not alerts and not dead:
+            return
+        send = self.producer.send
         for alert in alerts:
-            futures.append(
-                await self.alert_topic.send(key=alert["AlertId"].encode(), value=orjson.dumps(alert))
-            )
+            send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(alert))
         for key, record in dead:
-            futures.append(await self.dlq_topic.send(key=key, value=orjson.dumps(record)))
-        if futures:
-            await asyncio.gather(*futures)
+            send(self.dlq_topic, key, orjson.dumps(record))
+        await self.producer.deliver()
 
 
 class Processor:
@@ -123,14 +126,17 @@ class Processor:
     # ------------------------------------------------------------------ batches
 
     async def process(self, messages: Sequence[Any]) -> None:
-        """A batch of faust Events (or anything with a `.message`) from the detector's source topic."""
+        """A batch of messages (faust Messages: topic, partition, offset, key, value, headers) from the
+        detector's source topic."""
         async with self.lock:
+            started = time.perf_counter()
             by_partition: dict[int, list[Any]] = {}
-            for event in messages:
-                msg = event.message
+            for msg in messages:
                 by_partition.setdefault(msg.partition, []).append(msg)
             for partition, msgs in by_partition.items():
                 await self._process_partition(partition, msgs)
+            self.metrics.counts["batches"] += 1
+            self.metrics.seconds["processing"] += time.perf_counter() - started
 
     async def _process_partition(self, partition: int, msgs: list[Any]) -> None:
         now = self.clock()
@@ -188,9 +194,14 @@ class Processor:
             )
         for _, record in dead:
             self.metrics.dead[record["Reason"]] += 1
+        t0 = time.perf_counter()
         await self.publisher.publish(out.alerts, dead)
+        t1 = time.perf_counter()
         if out.writes:
             await self.store.write(partition, out.writes)
+        seconds = self.metrics.seconds
+        seconds["publishing"] += t1 - t0
+        seconds["state_writing"] += time.perf_counter() - t1
         if out.expire_before_ms is not None:
             gone = await self.store.expire(partition, out.expire_before_ms)
             self.metrics.counts["windows_expired"] += gone
@@ -222,32 +233,35 @@ class Processor:
 
     # ------------------------------------------------------------------ routing
 
-    async def route(self, messages: Sequence[Any], by_key_topic: Any) -> None:
-        """Repartition: forward each valid record keyed by (cIP, Computer, sIP); dead-letter the rest."""
+    async def route(self, messages: Sequence[Any], by_key_topic: str) -> None:
+        """Repartition: forward each valid record keyed by (cIP, Computer, sIP); dead-letter the rest.
+
+        Returns once every forwarded record is acknowledged, so the input offsets faust commits
+        afterwards never run ahead of what reached the detector's topic."""
         now = self.clock()
         dead: list[tuple[bytes, dict[str, Any]]] = []
-        futures = []
-        for event in messages:
-            msg = event.message
+        send = self.publisher.producer.send
+        routed = 0
+        for msg in messages:
             for index, record in decode_records(msg.value):
                 result = record if isinstance(record, ParseError) else event_from_record(record)
                 if isinstance(result, ParseError):
                     dead.append(self._dead(result, msg, index, now))
                     continue
                 value = msg.value if index is None else orjson.dumps(record)
-                headers = {
-                    H_TOPIC: msg.topic.encode(),
-                    H_PARTITION: str(msg.partition).encode(),
-                    H_OFFSET: str(msg.offset).encode(),
-                    H_INDEX: b"" if index is None else str(index).encode(),
-                }
-                futures.append(await by_key_topic.send(key=routing_key(result), value=value, headers=headers))
-        self.metrics.counts["routed"] += len(futures)
+                headers = [
+                    (H_TOPIC, msg.topic.encode()),
+                    (H_PARTITION, str(msg.partition).encode()),
+                    (H_OFFSET, str(msg.offset).encode()),
+                    (H_INDEX, b"" if index is None else str(index).encode()),
+                ]
+                send(by_key_topic, routing_key(result), value, headers=headers)
+                routed += 1
+        self.metrics.counts["routed"] += routed
         for _, record in dead:
             self.metrics.dead[record["Reason"]] += 1
         await self.publisher.publish((), dead)
-        if futures:
-            await asyncio.gather(*futures)
+        await self.publisher.producer.deliver()
 
     def gauges(self) -> dict[str, float]:
         return {

@@ -1,8 +1,9 @@
 """One contract for every state backend: memory, RocksDB (rocksdict) and Redis (a real server).
 
 The RocksDB store is exercised on real rocksdict files; its changelog sends are recorded by a small
-stand-in table, since this suite checks the store's semantics, not Kafka (the worker integration
-tests run the real changelog). Redis runs against the server `make test` starts.
+stand-in table and producer, since this suite checks the store's semantics, not Kafka (the worker
+integration tests run the real changelog, and restore from it on an empty disk). Redis runs against
+the server `make test` starts.
 """
 
 from __future__ import annotations
@@ -44,16 +45,48 @@ class _Data:
             self.dbs[partition] = Rdict(str(self.root / f"p{partition}"), options=Options(raw_mode=True))
         return self.dbs[partition]
 
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp.partition] = offset
+
+    persisted: dict[int, int]
+
+
+class _Topic:
+    def get_topic_name(self) -> str:
+        return "contract-windows-changelog"
+
+
+class RecordingProducer:
+    """Just enough of AsyncProducer: records sends; `deliver` acknowledges them with offsets."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes, bytes | None]] = []
+        self.delivered = 0
+        self.acked: dict[tuple[str, int], int] = {}
+
+    def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        assert partition is not None, "changelog records go to the window's partition"
+        self.sent.append((partition, key, value))
+
+    async def deliver(self) -> None:
+        for partition, _, _ in self.sent[self.delivered :]:
+            tp = ("contract-windows-changelog", partition)
+            self.acked[tp] = self.acked.get(tp, -1) + 1
+        self.delivered = len(self.sent)
+
 
 class RecordingTable:
     """Just enough of a faust Table for RocksTableStore: real rocksdict data, recorded changelog."""
 
     def __init__(self, root: Path) -> None:
         self.data = _Data(root)
-        self.changelog: list[tuple[int, bytes, bytes | None]] = []
+        self.data.persisted = {}
+        self.changelog_topic = _Topic()
+        self.producer = RecordingProducer()
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
-        self.changelog.append((partition, key, value))
+    @property
+    def changelog(self) -> list[tuple[int, bytes, bytes | None]]:
+        return self.producer.sent
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -74,7 +107,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], A
     if kind == "rocksdb":
         table = RecordingTable(tmp_path)
         request.node.rocks_table = table
-        return lambda: RocksTableStore(table)
+        return lambda: RocksTableStore(table, table.producer)  # type: ignore[arg-type]
     app_id = f"contract-{uuid.uuid4().hex[:8]}"
     probe = RedisStore(redis_url(), app_id, 60_000)
     try:
@@ -193,7 +226,7 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
 
 def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) -> None:
     table = RecordingTable(tmp_path)
-    store = RocksTableStore(table)
+    store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
 
     async def go() -> None:
         await store.write(2, {META_KEY: b"m", key(T0): b"v"})
@@ -201,6 +234,8 @@ def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) ->
 
     run(go())
     assert table.changelog == [(2, META_KEY, b"m"), (2, key(T0), b"v"), (2, key(T0), None)]
+    # faust's recovery starts after the changelog offset the disk holds: it follows the acknowledgements
+    assert table.data.persisted == {2: 2}
 
 
 def test_redis_keys_are_namespaced_and_expire() -> None:

@@ -1,0 +1,677 @@
+"""`make bench`: throughput, early-alert latency and memory of the worker through a real broker,
+beside two baselines measured in the same run (a bare consumer, and the naive faust idiom).
+
+Every step checks its own answer against `replay`'s (the core's BatchDetector over the same events),
+so a fast wrong answer shows as FAIL. Numbers are printed and written to
+benchmarks/results/latest.json; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from benchmarks.load import Crossing, Expected, Sender, encoded, fill
+from streams.core.rule import RuleParams
+from streams.core.timefmt import format_iso_ms
+from streams.sample import Workload, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BIN = Path(sys.executable).parent
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- plumbing
+
+
+@dataclass
+class Ctx:
+    """One benchmark run: where the services are, and the names it creates (all under `prefix`)."""
+
+    brokers: str
+    redis_url: str
+    partitions: int
+    prefix: str
+    work: Path
+    admin: AdminClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admin = AdminClient({"bootstrap.servers": self.brokers})
+
+    def topic(self, name: str) -> str:
+        full = f"{self.prefix}-{name}"
+        # Records carry their event time as timestamp, which may be months old: no time retention.
+        topic = NewTopic(full, self.partitions, 1, config={"retention.ms": "-1"})
+        futures = self.admin.create_topics([topic], operation_timeout=30)
+        for future in futures.values():
+            future.result(timeout=30)
+        return full
+
+    def cleanup(self) -> None:
+        names = [t for t in self.admin.list_topics(timeout=10).topics if t.startswith(self.prefix)]
+        if names:
+            for future in self.admin.delete_topics(names, operation_timeout=60).values():
+                try:
+                    future.result(timeout=60)
+                except Exception as exc:
+                    log(f"could not delete a topic: {exc}")
+        try:
+            import redis
+
+            client = redis.Redis.from_url(self.redis_url)
+            keys = list(client.scan_iter(f"iis-portscan:{self.prefix}*", count=10_000))
+            for i in range(0, len(keys), 10_000):
+                client.delete(*keys[i : i + 10_000])
+        except Exception as exc:
+            log(f"could not clean Redis: {exc}")
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def check_services(brokers: str, redis_url: str) -> None:
+    admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": 5000})
+    try:
+        admin.list_topics(timeout=8)
+    except Exception as exc:
+        raise SystemExit(
+            f"bench: no Kafka broker at {brokers} ({exc}); start one with `make services-up`"
+        ) from None
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_timeout=5).ping()
+    except Exception as exc:
+        raise SystemExit(
+            f"bench: no Redis at {redis_url} ({exc}); start one with `make services-up`"
+        ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AlertReader:
+    """Consumes an alert topic in a thread, noting when each AlertId was first seen (perf_counter)."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.first_seen: dict[str, float] = {}
+        self.early_seen: dict[str, float] = {}
+        self.records = 0
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": f"{topic}-reader",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.05):
+                if msg.error():
+                    continue
+                now = time.perf_counter()
+                alert = orjson.loads(msg.value())
+                self.records += 1
+                self.first_seen.setdefault(alert["AlertId"], now)
+                if alert.get("Phase") == "early":
+                    self.early_seen.setdefault(alert["AlertId"], now)
+        self._consumer.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Worker:
+    """`iis-portscan worker` in a subprocess, observed through its /metrics page and /proc."""
+
+    def __init__(self, ctx: Ctx, name: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.web_port = free_port()
+        self.data_dir = ctx.work / name
+        self.log_path = ctx.work / f"{name}.log"
+        full_env = {
+            **os.environ,
+            "PORTSCAN_BROKERS": ctx.brokers,
+            "PORTSCAN_APP_ID": f"{ctx.prefix}-{name}",
+            "PORTSCAN_INPUT_KEYED": "true",
+            "PORTSCAN_PARTITIONS": str(ctx.partitions),
+            "PORTSCAN_DATA_DIR": str(self.data_dir),
+            "PORTSCAN_WEB_PORT": str(self.web_port),
+            **env,
+        }
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(BIN / "iis-portscan"), "worker"], env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name:
+                out[name] = float(value)
+        return out
+
+    def events(self) -> int:
+        return int(self.metrics().get("iis_portscan_events_total", 0))
+
+    def dead_letters(self) -> int:
+        return int(sum(v for k, v in self.metrics().items() if k.startswith("iis_portscan_dead_letters")))
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def fail(self, why: str) -> RuntimeError:
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return RuntimeError(f"{self.name}: {why}\n" + "\n".join(tail))
+
+
+def wait_until(
+    pred: Any, timeout: float, what: str, worker: Worker | None = None, poll: float = 0.05
+) -> float:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if pred():
+            return time.perf_counter()
+        if worker is not None and not worker.alive():
+            raise worker.fail(f"exited while waiting for {what}")
+        time.sleep(poll)
+    raise (worker.fail(f"timed out waiting for {what}") if worker else RuntimeError(f"timeout: {what}"))
+
+
+def wait_assigned(ctx: Ctx, group: str, worker: Worker, timeout: float = 90) -> None:
+    """Until the worker's consumer group is stable with every partition assigned."""
+
+    def stable() -> bool:
+        try:
+            desc = ctx.admin.describe_consumer_groups([group])[group].result(timeout=5)
+        except Exception:
+            return False
+        assigned = sum(len(m.assignment.topic_partitions) for m in desc.members)
+        return str(desc.state).endswith("STABLE") and assigned > 0
+
+    wait_until(stable, timeout, "partition assignment", worker, poll=0.25)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+@dataclass
+class Step:
+    name: str
+    events: int
+    seconds: float
+    ok: bool
+    note: str
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def step_limit(ctx: Ctx, topic: str, n: int) -> Step:
+    """The ceiling: a confluent-kafka consumer that only `orjson.loads` every value."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ctx.brokers,
+            "group.id": f"{ctx.prefix}-limit",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
+        }
+    )
+    consumer.subscribe([topic])
+    loads = orjson.loads
+    seen = valid = 0
+    first = last = 0.0
+    deadline = time.perf_counter() + 300
+    while seen < n and time.perf_counter() < deadline:
+        batch = consumer.consume(10_000, 1.0)
+        if not batch:
+            continue
+        if not first:
+            first = time.perf_counter()
+        for msg in batch:
+            if msg.error() is None:
+                valid += type(loads(msg.value())) is dict
+                seen += 1
+        last = time.perf_counter()
+    consumer.close()
+    return Step(
+        "limit (confluent consume + orjson.loads)", seen, last - first, valid == n, f"{valid}/{n} decoded"
+    )
+
+
+def step_naive(ctx: Ctx, topic: str, expected: Expected) -> Step:
+    """The first idiom a faust user writes: per event, read-modify-write a set in a windowed table."""
+    data = ctx.work / "naive"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.naive_faust",
+        "--brokers",
+        ctx.brokers,
+        "--topic",
+        topic,
+        "--app-id",
+        f"{ctx.prefix}-naive",
+        "--data-dir",
+        str(data),
+        "--events",
+        str(expected.events),
+        "--timeout",
+        "900",
+    ]
+    log_path = ctx.work / "naive.log"
+    with open(log_path, "wb") as err:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT, timeout=1200, check=False)
+    try:
+        result = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = log_path.read_text(errors="replace").splitlines()[-10:]
+        raise RuntimeError("naive faust printed no result:\n" + "\n".join(tail)) from None
+    if "error" in result:
+        raise RuntimeError(f"naive faust: {result['error']}")
+    ok = result["events"] == expected.events and result["alerts"] == len(expected.alert_ids)
+    note = f"{result['alerts']} windows alerted, replay {len(expected.alert_ids)}"
+    return Step("naive faust (per-event windowed set RMW)", result["events"], result["seconds"], ok, note)
+
+
+def step_ours(ctx: Ctx, name: str, topic: str, expected: Expected, env: dict[str, str]) -> tuple[Step, float]:
+    """`iis-portscan worker` on a filled topic, from its first event to the last alert; peak RSS."""
+    alerts = ctx.topic(f"{name}-alerts")
+    reader = AlertReader(ctx.brokers, alerts)
+    worker = Worker(
+        ctx,
+        name,
+        {
+            "PORTSCAN_INPUT_TOPIC": topic,
+            "PORTSCAN_ALERT_TOPIC": alerts,
+            "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
+            **env,
+        },
+    )
+    try:
+        first = wait_until(lambda: worker.events() > 0, 120, "the first event", worker, poll=0.02)
+        done = wait_until(lambda: worker.events() >= expected.events, 1800, "every event", worker, poll=0.05)
+        missing = lambda: expected.alert_ids - reader.first_seen.keys()  # noqa: E731
+        try:
+            wait_until(lambda: not missing(), 30, "every expected alert", worker)
+        except RuntimeError:
+            pass  # reported as FAIL below
+        last_alert = max(
+            (reader.first_seen[a] for a in expected.alert_ids if a in reader.first_seen), default=done
+        )
+        end = max(done, last_alert)
+        rss = worker.peak_rss_mb()
+        dead = worker.dead_letters()
+        got = set(reader.first_seen)
+    finally:
+        worker.stop()
+        reader.close()
+    extra = got - expected.alert_ids
+    ok = not missing() and not extra and dead == 0
+    note = (
+        f"{len(got & expected.alert_ids)}/{len(expected.alert_ids)} alerts as replay, {len(extra)} extra, "
+        f"{dead} dead letters, peak RSS {rss:.0f} MB"
+    )
+    return Step(f"ours: worker, {name}", expected.events, end - first, ok, note), rss
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    windows: int
+    rate: float
+    ok: bool
+    note: str
+
+
+def step_latency(ctx: Ctx, rate: float, seconds: float, seed: int) -> Latency:
+    """At a fixed produce rate, time from producing the event that takes a window to the threshold
+    to consuming its early alert."""
+    params = RuleParams()
+    n = int(rate * seconds)
+    now_ms = int(time.time() * 1000)
+    work = Workload(
+        events=n, seed=seed, start_ms=now_ms - 3_600_000, span_ms=3_600_000, benign_clients=20_000
+    )
+    log(f"latency: generating {n:,} events to send at {rate:,.0f}/s")
+    prepared: list[tuple[bytes, bytes, int]] = []
+    crossing_index: dict[int, str] = {}  # index of the event that takes a window to the threshold
+    crossing = Crossing()
+    for i, (event, key, value) in enumerate(encoded(generate(work))):
+        prepared.append((key, value, event.time_ms))
+        before = len(crossing.sent)
+        crossing.observe(event, params, float(i))
+        if len(crossing.sent) > before:
+            crossing_index[i] = next(reversed(crossing.sent))
+    topic = ctx.topic("latency-in")
+    alerts = ctx.topic("latency-alerts")
+    reader = AlertReader(ctx.brokers, alerts)
+    worker = Worker(
+        ctx,
+        "latency",
+        {
+            "PORTSCAN_INPUT_TOPIC": topic,
+            "PORTSCAN_ALERT_TOPIC": alerts,
+            "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
+        },
+    )
+    sent_at: dict[str, float] = {}
+    try:
+        wait_assigned(ctx, f"{ctx.prefix}-latency", worker)
+        time.sleep(1.0)
+        sender = Sender(ctx.brokers, linger_ms=2)
+        produce = sender.producer.produce
+        start = time.perf_counter()
+        i = 0
+        while i < n:
+            due = min(n, int((time.perf_counter() - start) * rate) + 1)
+            while i < due:
+                key, value, ts = prepared[i]
+                try:
+                    produce(topic, value=value, key=key, timestamp=ts, on_delivery=sender._delivered)
+                except BufferError:
+                    sender.producer.poll(0.01)
+                    continue
+                if i in crossing_index:
+                    sent_at[crossing_index[i]] = time.perf_counter()
+                i += 1
+            sender.producer.poll(0)
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        sender.flush()
+        wait_until(lambda: worker.events() >= n, 120, "every latency event", worker, poll=0.1)
+        try:
+            wait_until(lambda: not (sent_at.keys() - reader.early_seen.keys()), 30, "early alerts", worker)
+        except RuntimeError:
+            pass
+    finally:
+        worker.stop()
+        reader.close()
+    lat = sorted((reader.early_seen[a] - t) * 1000 for a, t in sent_at.items() if a in reader.early_seen)
+    missing = len(sent_at) - len(lat)
+    if not lat:
+        return Latency(float("nan"), float("nan"), float("nan"), 0, n / elapsed, False, "no early alert seen")
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    note = (
+        f"{len(lat)} windows crossed the threshold, {missing} without an early alert; "
+        f"sent at {n / elapsed:,.0f}/s"
+    )
+    return Latency(pct(0.50), pct(0.99), lat[-1], len(lat), n / elapsed, missing == 0, note)
+
+
+def one_bin_many_keys(keys: int, bin_start_ms: int) -> Iterator[dict[str, Any]]:
+    """`keys` requests from as many distinct client IPs, all inside one 10-minute bin."""
+    step = 600_000 / keys
+    for i in range(keys):
+        yield {
+            "TimeGenerated": format_iso_ms(bin_start_ms + int(i * step)),
+            "Computer": "WEB01.contoso.local",
+            "sIP": "10.0.0.11",
+            "sPort": 443,
+            "cIP": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+            "csMethod": "GET",
+            "csUriStem": "/index.html",
+            "csUriQuery": "-",
+            "csUserName": "-",
+            "sSiteName": "W3SVC1",
+            "csUserAgent": "Mozilla/5.0+(Windows+NT+10.0;+Win64;+x64)",
+            "scStatus": "200",
+            "scSubStatus": "0",
+            "scWin32Status": "0",
+            "Type": "W3CIISLog",
+        }
+
+
+def step_memory(ctx: Ctx, keys: int) -> Step:
+    now_ms = int(time.time() * 1000)
+    bin_start_ms = now_ms - now_ms % 600_000 - 3_600_000
+    topic = ctx.topic("keys-in")
+    log(f"memory: producing {keys:,} events from {keys:,} client IPs in one bin")
+    (expected,), _ = fill(ctx.brokers, [(topic, 0)], one_bin_many_keys(keys, bin_start_ms), RuleParams())
+    step, _ = step_ours(ctx, "keys", topic, expected, {})
+    step.name = f"ours: worker, rocksdb, {keys:,} keys in one bin"
+    return step
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def machine(ctx: Ctx) -> dict[str, Any]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    import confluent_kafka
+    import redis
+
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    kafka = pom.split("<kafka.version>")[1].split("<")[0]
+    redis_version = redis.Redis.from_url(ctx.redis_url).info("server").get("redis_version", "?")
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": kafka,
+        "redis": redis_version,
+        "faust_streaming": version("faust-streaming"),
+        "aiokafka": version("aiokafka"),
+        "confluent_kafka": version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "orjson": version("orjson"),
+        "rocksdict": version("rocksdict"),
+        "broker_on_same_machine": True,
+    }
+
+
+def table(steps: list[Step], limit: Step) -> str:
+    lines = [f"{'step':48} {'events':>10} {'seconds':>8} {'events/s':>10} {'vs limit':>8}  check"]
+    for s in steps:
+        ratio = f"{s.eps / limit.eps:.2f}" if limit.eps else "-"
+        verdict = "ok" if s.ok else "FAIL"
+        lines.append(
+            f"{s.name:48} {s.events:>10,} {s.seconds:>8.1f} {s.eps:>10,.0f} {ratio:>8}  {verdict}: {s.note}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2_000_000, help="events in the throughput topic")
+    parser.add_argument(
+        "--naive-events", type=int, default=100_000, help="events the naive faust agent reads"
+    )
+    parser.add_argument("--keys", type=int, default=1_000_000, help="distinct client IPs in one bin (memory)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--skip", default="", help="comma-separated steps to skip: naive,redis,latency,memory"
+    )
+    parser.add_argument("--brokers", default=os.environ.get("PORTSCAN_BROKERS", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("PORTSCAN_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--output", default=str(RESULTS / "latest.json"))
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    check_services(args.brokers, args.redis_url)
+    prefix = f"bench-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    ctx = Ctx(
+        args.brokers, args.redis_url, args.partitions, prefix, Path(tempfile.mkdtemp(prefix="iis-bench-"))
+    )
+    results: dict[str, Any] = {"events": args.events, "machine": machine(ctx)}
+    steps: list[Step] = []
+    try:
+        params = RuleParams()
+        work = Workload(events=args.events, seed=args.seed, span_ms=6 * 3_600_000, benign_clients=50_000)
+        main_topic = ctx.topic("in")
+        naive_topic = ctx.topic("naive-in")
+        log(
+            f"load: generating and producing {args.events:,} events (+ the first {args.naive_events:,} again)"
+        )
+        (expected, naive_expected), load_s = fill(
+            args.brokers,
+            [(main_topic, 0), (naive_topic, args.naive_events)],
+            generate(work),
+            params,
+            progress=lambda n: log(f"load: {n:,}"),
+        )
+        log(f"load: {args.events:,} events in {load_s:.1f}s; replay finds {len(expected.alert_ids)} alerts")
+        steps.append(
+            Step(
+                "load (generate + produce, confluent batched)",
+                args.events,
+                load_s,
+                True,
+                f"replay: {len(expected.alert_ids)} windows alert",
+            )
+        )
+        log("limit: consuming with confluent-kafka + orjson.loads")
+        limit = step_limit(ctx, main_topic, args.events)
+        steps.append(limit)
+        results["limit_eps"] = round(limit.eps)
+        if "naive" not in skip:
+            log(f"naive faust: {args.naive_events:,} events")
+            naive = step_naive(ctx, naive_topic, naive_expected)
+            steps.append(naive)
+            results["naive_faust_eps"] = round(naive.eps)
+        log("ours: RocksDB store")
+        rocks, rss = step_ours(ctx, "rocksdb", main_topic, expected, {"PORTSCAN_STORE": "rocksdb://"})
+        steps.append(rocks)
+        results["ours_rocksdb_eps"] = round(rocks.eps)
+        results["peak_rss_mb"] = round(rss)
+        if "redis" not in skip:
+            log("ours: Redis store")
+            red, _ = step_ours(ctx, "redis", main_topic, expected, {"PORTSCAN_STORE": args.redis_url})
+            steps.append(red)
+            results["ours_redis_eps"] = round(red.eps)
+        results["ratio_vs_limit"] = round(rocks.eps / limit.eps, 3) if limit.eps else None
+        if results.get("naive_faust_eps"):
+            results["ratio_vs_naive"] = round(rocks.eps / results["naive_faust_eps"], 1)
+        if "latency" not in skip:
+            lat = step_latency(ctx, rocks.eps / 2, args.latency_seconds, args.seed + 1)
+            results.update(
+                early_alert_p50_ms=round(lat.p50_ms, 1),
+                early_alert_p99_ms=round(lat.p99_ms, 1),
+                early_alert_max_ms=round(lat.max_ms, 1),
+                latency_rate_eps=round(lat.rate),
+            )
+            steps.append(
+                Step(
+                    "latency: early alert at half the rocksdb rate",
+                    lat.windows,
+                    args.latency_seconds,
+                    lat.ok,
+                    f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; " + lat.note,
+                )
+            )
+        if "memory" not in skip:
+            mem = step_memory(ctx, args.keys)
+            steps.append(mem)
+            results["peak_rss_mb_1m_keys"] = round(float(mem.note.rsplit("peak RSS ", 1)[1].split()[0]))
+            results["keys"] = args.keys
+        results["checks_ok"] = all(s.ok for s in steps)
+        results["steps"] = [
+            {
+                "name": s.name,
+                "events": s.events,
+                "seconds": round(s.seconds, 2),
+                "eps": round(s.eps),
+                "ok": s.ok,
+                "note": s.note,
+            }
+            for s in steps
+        ]
+    finally:
+        ctx.cleanup()
+    print(table(steps, limit))
+    print(json.dumps({k: v for k, v in results.items() if k != "steps"}, indent=2))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {out}")
+    return 0 if results["checks_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
