@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from streams.core import rule
-from streams.core.aggregate import SET_NAMES, WindowAgg, capped
+from streams.core.aggregate import SET_NAMES, WindowAgg
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import WindowKey
@@ -46,8 +46,8 @@ def alert_id(key: WindowKey, bin_ms: int) -> str:
 def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str, Any]:
     """The alert record for one window (the caller has checked the threshold)."""
     cap = params.max_set_size
-    sets = {f"set_{name}": capped(s, cap) for name, s in zip(SET_NAMES, agg.sets)}
-    ports = capped(agg.ports, cap)
+    sets = {f"set_{name}": s for name, s in zip(SET_NAMES, agg.capped_sets(cap))}
+    ports = agg.capped_ports(cap)
     start = format_iso_ms(key.start_ms)
     return {
         "TimeGenerated": start,
@@ -76,7 +76,7 @@ def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str,
         "Entities": [{"Type": "ip", "Address": key.cIP}],
         "WindowStart": start,
         "WindowEnd": format_iso_ms(key.start_ms + params.bin_ms),
-        "DistinctPortCount": len(agg.ports),
+        "DistinctPortCount": agg.distinct_ports(),
         "FirstSeen": format_iso_ms(agg.first_ms),
         "LastSeen": format_iso_ms(agg.last_ms),
         "Parameters": {

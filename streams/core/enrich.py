@@ -5,8 +5,27 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
+from streams.core.records import IISEvent
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+# The rule's collected string sets, in the order the alert projects them: `Enricher.values` gives one
+# request's value for each, in this order.
+SET_NAMES = (
+    "csUserName",
+    "decodedUriQuery",
+    "sSiteName",
+    "csUserAgent",
+    "csMethod",
+    "scStatusFull",
+    "scStatusFull_Friendly",
+    "scWin32Status_Hex",
+    "scWin32Status_Friendly",
+)
+
+# Strings longer than this are not shared (a long query is likely unique, and would pin memory).
+_SHARE_MAX_LEN = 1024
 
 STATUS_FRIENDLY_DEFAULT = (
     "See - https://support.microsoft.com/help/943891/the-http-status-code-in-iis-7-0-iis-7-5-and-iis-8-0"
@@ -131,19 +150,38 @@ def url_decode(text: str, plus_as_space: bool = True) -> str:
 class Enricher:
     """The enrichment of one request, memoised: statuses and queries repeat heavily in a log stream.
 
-    Each memo is a plain dict cleared when it reaches cache_size entries, which keeps it bounded
-    without the bookkeeping of an LRU.
+    Each memo is a plain dict cleared when it reaches its size, which keeps it bounded without the
+    bookkeeping of an LRU. `values` also *shares* what it returns: requests with the same columns get
+    the very same tuple of the very same strings, so a million windows that saw the same user agent
+    hold one copy of it (windows keep the tuple of their first request, see aggregate.WindowAgg).
+    Sharing never changes a value, only which (equal) object holds it.
     """
 
-    __slots__ = ("_query", "_status", "cache_size", "plus_as_space")
+    __slots__ = (
+        "_query",
+        "_status",
+        "_strings",
+        "_tuples",
+        "_values",
+        "cache_size",
+        "plus_as_space",
+        "share_size",
+    )
 
-    def __init__(self, plus_as_space: bool = True, cache_size: int = 65536) -> None:
+    def __init__(self, plus_as_space: bool = True, cache_size: int = 65536, share_size: int = 16384) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
+        if share_size < 1:
+            raise ValueError(f"share_size must be at least 1, not {share_size}")
         self.plus_as_space = plus_as_space
         self.cache_size = cache_size
+        self.share_size = share_size
         self._status: dict[tuple[str, str, str], tuple[str, str, str, str]] = {}
         self._query: dict[str, str] = {}
+        # request columns -> shared values; shared values -> themselves; string -> shared string
+        self._values: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._strings: dict[str, str] = {}
 
     def status(self, sc_status: str, sc_substatus: str, sc_win32_status: str) -> tuple[str, str, str, str]:
         """(scStatusFull, scStatusFull_Friendly, scWin32Status_Hex, scWin32Status_Friendly) of a request."""
@@ -166,6 +204,60 @@ class Enricher:
             return cached
         result = url_decode(cs_uri_query, self.plus_as_space)
         _store(self._query, cs_uri_query, result, self.cache_size)
+        return result
+
+    def enrich(self, event: IISEvent) -> tuple[str, ...]:
+        """The values one request contributes to each of the rule's sets, in SET_NAMES order."""
+        full, full_friendly, win_hex, win_friendly = self.status(
+            event.scStatus, event.scSubStatus, event.scWin32Status
+        )
+        return (
+            event.csUserName,
+            self.query(event.csUriQuery),
+            event.sSiteName,
+            event.csUserAgent,
+            event.csMethod,
+            full,
+            full_friendly,
+            win_hex,
+            win_friendly,
+        )
+
+    def values(self, event: IISEvent) -> tuple[str, ...]:
+        """`enrich(event)`, memoised by the request's columns and shared (see the class docstring)."""
+        key = (
+            event.csUserName,
+            event.csUriQuery,
+            event.sSiteName,
+            event.csUserAgent,
+            event.csMethod,
+            event.scStatus,
+            event.scSubStatus,
+            event.scWin32Status,
+        )
+        cached = self._values.get(key)
+        if cached is not None:
+            return cached
+        result = self.share(self.enrich(event))
+        _store(self._values, key, result, self.share_size)
+        return result
+
+    def share(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """The shared tuple equal to `values` (itself the first time), made of shared strings."""
+        cached = self._tuples.get(values)
+        if cached is not None:
+            return cached
+        strings, size = self._strings, self.share_size
+        parts = []
+        for text in values:
+            got = strings.get(text)
+            if got is None:
+                got = text
+                if len(text) <= _SHARE_MAX_LEN:
+                    _store(strings, text, text, size)
+            parts.append(got)
+        result = tuple(parts)
+        _store(self._tuples, result, result, size)
         return result
 
 

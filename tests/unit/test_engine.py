@@ -250,3 +250,100 @@ def test_positions_from_several_source_partitions_dedup_independently() -> None:
     sim.feed([(position(0, 10**6), ev(T0 + BIN + 120_000, 1, cip="q"))])
     final = next(a for a in sim.published if a["Phase"] == "final")
     assert final["ConnectionsCount"] == 120
+
+
+# --- Window records: compact positions, stored bytes, and the earlier format ------------------------
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**64 - 1) | st.integers(0, 50)), max_size=60))
+def test_applied_positions_equal_a_dict_per_source(events: list[tuple[int, int]]) -> None:
+    from streams.core.engine import WindowRecord, position
+
+    rec = WindowRecord()
+    reference: dict[int, int] = {}
+    for src, seq in events:
+        expected = seq > reference.get(src, -1)
+        if expected:
+            reference[src] = seq
+        assert rec.first_time(position(src, seq)) == expected
+        assert rec.offsets == reference
+        assert WindowRecord.from_bytes(rec.to_bytes()).offsets == reference
+
+
+def test_window_record_bytes_round_trip_and_earlier_format() -> None:
+    import orjson
+
+    from streams.core.engine import WindowRecord, position
+
+    rec = WindowRecord(revision=2, closed=True)
+    values = ("-", "q", "W3SVC1", "ua", "GET", "200.0", "See", "0", "ok")
+    for i in range(12):
+        assert rec.first_time(position(i % 2, 100 + i))
+        rec.add(T0 + i, 1000 + i, values if i % 3 else (f"u{i}", *values[1:]), 128)
+    data = rec.to_bytes()
+    stored = orjson.loads(data)
+    assert stored["v"] == 2 and stored["p"] == list(range(1000, 1012))
+    again = WindowRecord.from_bytes(data)
+    assert again.result(128) == rec.result(128)
+    assert (again.offsets, again.revision, again.closed) == ({0: 110, 1: 111}, 2, True)
+    assert again.to_bytes() == data
+    # a record written before the compact format: {"a": agg state with every set a sorted list, ...}
+    earlier = orjson.dumps(
+        {
+            "a": {
+                "n": 2,
+                "f": T0,
+                "l": T0 + 5,
+                "p": [80, 443],
+                "s": [["-"], ["a", "b"], ["W3SVC1"], ["ua"], ["GET"], ["200.0"], ["See"], ["0"], ["ok"]],
+            },
+            "o": [[0, 7]],
+            "r": 1,
+            "c": False,
+        }
+    )
+    old = WindowRecord.from_bytes(earlier)
+    singles = [(v,) for v in ("W3SVC1", "ua", "GET", "200.0", "See", "0", "ok")]
+    assert old.result(128) == (2, T0, T0 + 5, (80, 443), 2, ("-",), ("a", "b"), *singles)
+    assert (old.offsets, old.revision, old.closed) == ({0: 7}, 1, False)
+    assert not old.first_time(7) and old.first_time(8)
+
+
+def test_step_recomputes_keys_for_a_batch_changed_after_keys_to_load() -> None:
+    """`step` reuses the keys `keys_to_load` computed only for the very same (position, event) items."""
+    batch = offsets([ev(T0 + i, i, cip=f"c{i % 3}") for i in range(40)])
+    other = offsets([ev(T0 + i, i, cip=f"d{i % 2}") for i in range(40)])
+    a = PartitionEngine(PARAMS, None, NOW)
+    a.keys_to_load(batch)
+    batch_copy = list(batch)
+    batch_copy[5:40] = other[5:40]
+    out_a = a.step(batch_copy, {}, NOW)
+    b = PartitionEngine(PARAMS, None, NOW)
+    b.keys_to_load(batch_copy)
+    out_b = b.step(batch_copy, {}, NOW)
+    assert out_a.writes == out_b.writes and out_a.alerts == out_b.alerts
+    assert sorted(out_a.writes) == sorted(PartitionEngine(PARAMS, None, NOW).step(batch_copy, {}, NOW).writes)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**13),
+            st.text(max_size=6),
+            st.sampled_from(["WEB01", 'Ω\n"x']),
+            st.text(max_size=3),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_engine_store_keys_are_encode_key(rows: list[tuple[int, str, str, str]]) -> None:
+    from streams.core.windows import WindowKey, encode_key
+
+    events = [IISEvent(t, cip, computer, sip, 80) for t, cip, computer, sip in rows]
+    engine = PartitionEngine(StreamParams(max_skew_ms=10**14, retention_ms=10**14), None, NOW)
+    keys = engine.keys_to_load(offsets(events))
+    expected = [encode_key(WindowKey(e.time_ms - e.time_ms % BIN, e.cIP, e.Computer, e.sIP)) for e in events]
+    assert keys == list(dict.fromkeys(expected))
+    out = engine.step(offsets(events), {}, NOW)
+    assert set(out.writes) - {META_KEY} == set(expected)

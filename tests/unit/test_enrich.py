@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.enrich import (
+    SET_NAMES,
     STATUS_FRIENDLY_DEFAULT,
     WIN32_FRIENDLY_DEFAULT,
     Enricher,
@@ -19,6 +20,7 @@ from streams.core.enrich import (
     url_decode,
     win32_friendly,
 )
+from streams.core.records import IISEvent
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -544,3 +546,70 @@ def test_enricher_equals_plain_functions(
             win32_friendly(win_hex),
         )
         assert e.query(query) == url_decode(query, plus_as_space)
+
+
+# --- Enricher.values: the whole request, memoised and shared ---
+
+
+def _event(query: str, agent: str, status: tuple[str, str, str], user: str = "-") -> IISEvent:
+    # fresh string objects, as a JSON decoder makes them for every record
+    fresh = "".join
+    return IISEvent(
+        0, "203.0.113.9", "WEB01", "10.0.0.11", 443, fresh(["GE", "T"]), fresh([query]), fresh([user]),
+        fresh(["W3SVC", "1"]), fresh([agent, ""]), *(fresh([s, ""]) for s in status),
+    )  # fmt: skip
+
+
+def _plain_values(e: IISEvent, plus_as_space: bool) -> tuple[str, ...]:
+    full = status_full(e.scStatus, e.scSubStatus)
+    win_hex = to_hex(to_long(e.scWin32Status))
+    return (
+        e.csUserName,
+        url_decode(e.csUriQuery, plus_as_space),
+        e.sSiteName,
+        e.csUserAgent,
+        e.csMethod,
+        full,
+        status_friendly(full),
+        win_hex,
+        win32_friendly(win_hex),
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(texts, escape_soup),
+            st.sampled_from(["curl/8.4.0", "Mozilla/5.0+(X11)", ""]) | texts,
+            st.tuples(status_inputs, substatus_inputs, win32_inputs),
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+    st.integers(min_value=1, max_value=4),
+)
+def test_enricher_values_equal_plain_functions(
+    rows: list[tuple[str, str, tuple[str, str, str]]], plus_as_space: bool, size: int
+) -> None:
+    e = Enricher(plus_as_space=plus_as_space, cache_size=size, share_size=size)
+    for query, agent, status in rows * 2:  # twice: the second pass hits the memos
+        event = _event(query, agent, status)
+        assert e.values(event) == _plain_values(event, plus_as_space) == e.enrich(event)
+        assert len(SET_NAMES) == len(e.values(event))
+        assert max(len(e._values), len(e._tuples), len(e._strings)) <= size
+
+
+def test_enricher_values_are_shared() -> None:
+    e = Enricher()
+    a = e.values(_event("q=1", "curl/8.4.0", ("200", "0", "0")))
+    b = e.values(_event("q=1", "curl/8.4.0", ("200", "0", "0")))
+    assert a is b  # the same tuple for the same request columns
+    c = e.values(_event("q=2", "curl/8.4.0", ("200", "0", "0")))
+    assert c is not a and c[3] is a[3] and c[2] is a[2]  # another request still shares its strings
+    d = e.share(tuple("".join([v, ""]) for v in c))
+    assert d is c  # what a restored window holds is shared too
+
+
+def test_enricher_rejects_empty_share_size() -> None:
+    with pytest.raises(ValueError, match="share_size"):
+        Enricher(share_size=0)
