@@ -20,22 +20,13 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.windows import WindowKey, bin_start
+from streams.delivery import producer_config
 from streams.processor import routing_key
 
 
 def producer(brokers: str, linger_ms: int = 20) -> Producer:
-    return Producer(
-        {
-            "bootstrap.servers": brokers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": linger_ms,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 500_000,
-            "compression.type": "lz4",
-            "partitioner": "murmur2_random",  # the partitioner faust and the worker use
-        }
-    )
+    """The worker's producer configuration: idempotent, lz4, murmur2 (the partitioner faust uses)."""
+    return Producer(producer_config(brokers, linger_ms))
 
 
 @dataclass
@@ -67,22 +58,20 @@ class Expected:
 
 @dataclass
 class Crossing:
-    """When the event that takes a window to the threshold was produced (latency step)."""
+    """Finds the event that takes a window to the threshold (latency step)."""
 
-    sent: dict[str, float] = field(default_factory=dict)  # AlertId -> perf_counter at produce
     _ports: dict[WindowKey, set[int]] = field(default_factory=dict)
 
-    def observe(self, event: IISEvent, params: RuleParams, now: float) -> None:
+    def observe(self, event: IISEvent, params: RuleParams) -> str | None:
+        """The AlertId of the window this event takes to the threshold, else None."""
         if event.sPort is None:
-            return
+            return None
         key = WindowKey(bin_start(event.time_ms, params.bin_ms), event.cIP, event.Computer, event.sIP)
-        ports = self._ports.get(key)
-        if ports is None:
-            ports = self._ports[key] = set()
-        if event.sPort not in ports:
-            ports.add(event.sPort)
-            if len(ports) == params.threshold:
-                self.sent[alert_id(key, params.bin_ms)] = now
+        ports = self._ports.setdefault(key, set())
+        if event.sPort in ports:
+            return None
+        ports.add(event.sPort)
+        return alert_id(key, params.bin_ms) if len(ports) == params.threshold else None
 
 
 class Sender:

@@ -11,14 +11,11 @@ and state records carry positions, so a repeat is harmless).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
-log = logging.getLogger("iis-portscan")
+from confluent_kafka import KafkaError, Message, Producer
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -108,9 +105,3 @@ class AsyncProducer:
         if self._errors:
             errors, self._errors = self._errors, []
             raise DeliveryError(f"{len(errors)} records failed: {errors[0]}")
-
-    def close(self) -> None:
-        try:
-            self._producer.flush(10)
-        except KafkaException as exc:  # closing: report, do not mask the reason we are stopping
-            log.warning("producer flush on close: %s", exc)

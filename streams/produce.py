@@ -12,22 +12,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.core.parse import decode_records, event_from_record, records_of
 from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
+from streams.delivery import producer_config
 from streams.processor import routing_key
 from streams.settings import Settings
 from streams.sources import SourceOptions, _chain_first, _is_w3c, iter_file, open_binary
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.brokers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "compression.type": "lz4",
-        # Java's partitioner (murmur2), which faust and aiokafka use too: one key, one partition everywhere.
-        "partitioner": "murmur2_random",
-    }
 
 
 def event_record(ev: IISEvent) -> dict[str, Any]:
@@ -105,7 +93,7 @@ def run_produce(
         if error is not None:
             failures.append(error)
 
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(settings.brokers, linger_ms=20))
     sent = unkeyed = 0
     try:
         for path in paths or ["-"]:
