@@ -2,13 +2,14 @@
 
 Topology: when the input is keyed by (cIP, Computer, sIP) (`--input-keyed`), the detector agent
 consumes it directly; otherwise a router agent re-keys each record into an internal topic first, so
-that all events of a window meet in one partition. One agent instance (concurrency 1: faust's
-concurrency > 1 can lose messages, faust-streaming#606) processes batches from `take_events`.
+that all events of a window meet in one partition. Whole fetches go to the processor (streams.batching),
+which writes state and acknowledges input once per checkpoint (streams.processor).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         broker_max_poll_records=settings.batch_size,  # one fetch = one processing batch, at most
         topic_allow_declare=True,
+        fetch_wait_ms=settings.batch_wait,
     )
     input_topic = app.topic(settings.input_topic, **RAW)
     if settings.input_keyed:
@@ -93,32 +95,43 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         ttl = settings.retention + settings.bin + settings.grace
         store = RedisStore(settings.store, settings.app_id, ttl)
 
-    processor = Processor(
-        settings.stream_params(), store, Publisher(producer, settings.alert_topic, settings.dlq_topic)
-    )
-    wait_s = settings.batch_wait / 1000
+    def acknowledge(messages: Sequence[Any]) -> None:
+        """Mark input as done: faust commits the offsets of acknowledged messages."""
+        ack = app.consumer.ack
+        for message in messages:
+            ack(message)
 
-    # The agents subscribe the worker to their topics; their messages reach the processor as whole
-    # fetches through the batch handlers (streams.batching), or through the agents when a message
-    # takes faust's usual path.
+    processor = Processor(
+        settings.stream_params(),
+        store,
+        Publisher(producer, settings.alert_topic, settings.dlq_topic),
+        acknowledge,
+        checkpoint_ms=settings.checkpoint_interval,
+    )
+    app.before_consumer_stop.append(processor.close)
+
+    # The agents subscribe the worker to their topics (group membership, assignment); their messages
+    # reach the processor as whole fetches through the batch handlers (streams.batching), never through
+    # faust's per-message streams, whose acknowledgement would commit offsets before a checkpoint.
     app.batch_handlers[source.get_topic_name()] = processor.process
 
     @app.agent(source, name="detect", concurrency=1)  # type: ignore[misc]
     async def detect(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=wait_s):
-            await processor.process([e.message for e in events])
+        async for _ in stream:  # pragma: no cover - the batching consumer takes these messages
+            raise RuntimeError("detector input reached faust's per-message path")
 
     if not settings.input_keyed:
 
         async def route_batch(messages: list[Any]) -> None:
             await processor.route(messages, source.get_topic_name())
+            acknowledge(messages)  # every forwarded record reached the detector's topic
 
         app.batch_handlers[settings.input_topic] = route_batch
 
         @app.agent(input_topic, name="route", concurrency=1)  # type: ignore[misc]
         async def route(stream: Any) -> None:
-            async for events in stream.take_events(settings.batch_size, within=wait_s):
-                await route_batch([e.message for e in events])
+            async for _ in stream:  # pragma: no cover - the batching consumer takes these messages
+                raise RuntimeError("router input reached faust's per-message path")
 
     def owned() -> list[int]:
         if app.rebalancing or app.tables.recovery.in_recovery:

@@ -4,9 +4,15 @@ faust hands every fetched message to its streams one at a time, through two task
 `asyncio.wait` per message (`Consumer._drain_messages`): on a 2-core machine that caps any agent
 at ~14,000 messages/s, whatever the agent does. This consumer keeps all of faust's machinery
 (group membership, assignment, table recovery, flow control, offset commits from acks) and changes
-one thing: messages of topics that have a batch handler are collected per fetch and given to the
-handler as one list, then acknowledged, so faust commits their offsets as it does for an agent's
-events. Messages of every other topic (changelogs during recovery, ...) go the usual way.
+two things:
+
+- messages of topics that have a batch handler are collected per fetch and given to the handler as
+  one list; the handler acknowledges them (`consumer.ack`) when their effect is durable, which may be
+  a later checkpoint, and faust commits acknowledged offsets as it does for an agent's events.
+  Messages of every other topic (changelogs during recovery, ...) go the usual way;
+- the fetch wait: faust fixes aiokafka's `fetch_max_wait_ms` at 1500 ms. We measured a worker fed
+  8,000 events/s idle for ~1 s at a time between fetches with data waiting on the broker (early-alert
+  p50 1.2 s); the app's `fetch_wait_ms` (default 100 ms) bounds that wait.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import Message
 
@@ -26,8 +33,20 @@ log = logging.getLogger("iis-portscan")
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 
+class ConsumerThread(AIOKafkaConsumerThread):
+    """faust's aiokafka consumer thread, with the app's fetch wait instead of faust's 1500 ms."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = getattr(self.consumer.app, "fetch_wait_ms", 1500)  # read at start()
+        return consumer
+
+
 class BatchingConsumer(AIOKafkaConsumer):
     """faust's aiokafka consumer; hands fetches of the app's `batch_handlers` topics to them."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the Fetcher service's loop
         callback = self.callback
@@ -37,7 +56,6 @@ class BatchingConsumer(AIOKafkaConsumer):
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
-        ack = self.ack
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -62,9 +80,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                         set_read_offset(tp, offset)
                     self.diag.unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
-                    await handlers[topic](batch)
-                    for message in batch:
-                        ack(message)
+                    await handlers[topic](batch)  # it acknowledges the messages, now or later
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -85,11 +101,22 @@ class BatchingConsumer(AIOKafkaConsumer):
 
 
 class App(faust.App):
-    """A faust.App whose consumer is a BatchingConsumer; register handlers in `batch_handlers`."""
+    """A faust.App whose consumer is a BatchingConsumer; register handlers in `batch_handlers`, and
+    coroutines to run before the consumer stops (while tables are open) in `before_consumer_stop`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_wait_ms: int = 1500, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_handlers: dict[str, BatchHandler] = {}
+        self.before_consumer_stop: list[Callable[[], Awaitable[None]]] = []
+        self.fetch_wait_ms = fetch_wait_ms
+
+    async def _stop_consumer(self) -> None:
+        for hook in self.before_consumer_stop:
+            try:
+                await hook()
+            except Exception as exc:  # the input is replayed from the last commit: log, stop anyway
+                log.exception("before stopping the consumer: %r", exc)
+        await super()._stop_consumer()
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()

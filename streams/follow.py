@@ -21,7 +21,7 @@ HEADER = (
 
 def pretty(alert: dict[str, Any]) -> str:
     return (
-        f"{alert.get('Phase', '-'):<6} {alert.get('Revision', 0):>3} {alert['TimeGenerated']:<24} "
+        f"{alert.get('Phase', '-'):<6} {alert.get('Revision', 0):>5} {alert['TimeGenerated']:<24} "
         f"{alert['cIP']:<16} {alert['Computer'][:22]:<22} {alert['sIP']:<12} {alert['portCount']:>5} "
         f"{alert['DistinctPortCount']:>8} {alert['ConnectionsCount']:>6}"
     )

@@ -1,9 +1,12 @@
 """The adapter between faust and the core: batches in, alerts and dead letters out, state written.
 
-Order of effects per batch and partition (what makes a crash harmless, see core.engine):
-1. parse; 2. load the windows the engine asks for; 3. engine step; 4. publish alerts and dead
-letters and wait for the broker to acknowledge them; 5. write the state; then faust acks the
-events and commits their offsets later.
+Per batch and partition: parse; load the windows the engine asks for (from the checkpoint's pending
+records first, then the store); engine step; send alerts and dead letters (without waiting).
+Per checkpoint (every `checkpoint_ms`, on revocation and at shutdown): wait until the broker has
+acknowledged every alert and dead letter sent, write each partition's changed records once, then
+acknowledge the input messages, whose offsets faust commits after. So state never runs ahead of what
+was published, and offsets never run ahead of state: a crash replays at most a checkpoint's input,
+which the engine counts once (see core.engine and core.checkpoint).
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ from typing import Any
 
 import orjson
 
+from streams.core.checkpoint import PendingWrites
 from streams.core.deadletter import dead_letter, dead_letter_key
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StepResult, StreamParams, position
-from streams.core.parse import decode_records, event_from_record
+from streams.core.engine import (
+    META_KEY,
+    Meta,
+    PartitionEngine,
+    StepResult,
+    StreamParams,
+    WindowRecord,
+    position,
+)
+from streams.core.parse import decode_records, event_from_record, single_event
 from streams.core.records import IISEvent, ParseError
 from streams.delivery import AsyncProducer
 from streams.state.base import WindowStore
@@ -61,41 +73,51 @@ class Metrics:
 
 
 class Publisher:
-    """Sends alerts and dead letters and waits for the broker's acknowledgement."""
+    """Sends alerts and dead letters; `deliver` waits for the broker's acknowledgement of all sent."""
 
     def __init__(self, producer: AsyncProducer, alert_topic: str, dlq_topic: str) -> None:
         self.producer = producer
         self.alert_topic = alert_topic
         self.dlq_topic = dlq_topic
 
-    async def publish(
-        self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]
-    ) -> None:
-        if not alerts and not dead:
-            return
+    def send(self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
         send = self.producer.send
         for alert in alerts:
             send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(alert))
         for key, record in dead:
             send(self.dlq_topic, key, orjson.dumps(record))
+
+    async def deliver(self) -> None:
         await self.producer.deliver()
 
 
 class Processor:
-    """Per-partition engines over one store; all mutation happens under one lock."""
+    """Per-partition engines over one store; all mutation happens under one lock.
+
+    `acknowledge` receives the input messages whose effect a checkpoint made durable (the app passes
+    faust's `consumer.ack`, so their offsets get committed)."""
 
     def __init__(
         self,
         params: StreamParams,
         store: WindowStore,
         publisher: Publisher,
+        acknowledge: Callable[[Sequence[Any]], None],
+        checkpoint_ms: int = 1000,
+        max_pending: int = 500_000,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.params = params
         self.store = store
         self.publisher = publisher
+        self.acknowledge = acknowledge
+        self.checkpoint_s = checkpoint_ms / 1000
+        self.max_pending = max_pending  # records held: a checkpoint is due when more change
         self.clock = clock
         self.engines: dict[int, PartitionEngine] = {}
+        self.pending: dict[int, PendingWrites] = {}
+        self.unacked: list[Any] = []
+        self.last_checkpoint = time.monotonic()
         self.lock = asyncio.Lock()
         self.metrics = Metrics()
 
@@ -108,6 +130,7 @@ class Processor:
             engine = PartitionEngine(self.params, meta, self.clock())
             engine.restore(records)
             self.engines[partition] = engine
+            self.pending[partition] = PendingWrites()
             log.info(
                 "partition %d: restored %d open windows, watermark %s",
                 partition,
@@ -117,17 +140,25 @@ class Processor:
         return engine
 
     async def drop(self, partitions: Iterable[int]) -> None:
-        """Forget engines of partitions this worker no longer owns (their state stays in the store)."""
+        """Checkpoint, then forget engines of partitions this worker no longer owns (their state stays
+        in the store)."""
         async with self.lock:
+            await self._checkpoint()
             for p in partitions:
+                self.pending.pop(p, None)
                 if self.engines.pop(p, None) is not None:
                     log.info("partition %d: revoked", p)
+
+    async def close(self) -> None:
+        """Checkpoint what was processed (at shutdown), so a restart does not replay it."""
+        async with self.lock:
+            await self._checkpoint()
 
     # ------------------------------------------------------------------ batches
 
     async def process(self, messages: Sequence[Any]) -> None:
         """A batch of messages (faust Messages: topic, partition, offset, key, value, headers) from the
-        detector's source topic."""
+        detector's source topic; acknowledged by the checkpoint that makes their effect durable."""
         async with self.lock:
             started = time.perf_counter()
             by_partition: dict[int, list[Any]] = {}
@@ -135,8 +166,11 @@ class Processor:
                 by_partition.setdefault(msg.partition, []).append(msg)
             for partition, msgs in by_partition.items():
                 await self._process_partition(partition, msgs)
+            self.unacked.extend(messages)
             self.metrics.counts["batches"] += 1
             self.metrics.seconds["processing"] += time.perf_counter() - started
+            if self._checkpoint_due():
+                await self._checkpoint()
 
     async def _process_partition(self, partition: int, msgs: list[Any]) -> None:
         now = self.clock()
@@ -146,6 +180,11 @@ class Processor:
         dead: list[tuple[bytes, dict[str, Any]]] = []
         for msg in msgs:
             src, base = self._source(msg, partition)
+            event = single_event(msg.value)
+            if event is not None:  # the hot path: one valid record
+                batch.append((position(src, base), event))
+                origin.append((msg, None))
+                continue
             for index, record in decode_records(msg.value):
                 result = record if isinstance(record, ParseError) else event_from_record(record)
                 if isinstance(result, ParseError):
@@ -156,14 +195,29 @@ class Processor:
         self.metrics.counts["messages"] += len(msgs)
         self.metrics.counts["events"] += len(batch)
         keys = engine.keys_to_load(batch)
-        loaded = await self.store.get_many(partition, keys) if keys else {}
+        loaded = await self._load(partition, keys) if keys else {}
         out = engine.step(batch, loaded, now)
         for i, error in out.rejected:
             msg, index = origin[i]
             dead.append(self._dead(error, msg, index, now))
-        await self._finish(partition, out, dead)
+        self._emit(partition, out, dead)
         # A partition is idle when no input arrives, not while we are busy (or waiting for Redis).
         engine.last_input_wall_ms = self.clock()
+
+    async def _load(self, partition: int, keys: list[bytes]) -> dict[bytes, bytes | WindowRecord | None]:
+        """The records of `keys`: changed since the last checkpoint (held here), else from the store."""
+        pending = self.pending[partition]
+        loaded: dict[bytes, bytes | WindowRecord | None] = {}
+        missing = []
+        for key in keys:
+            rec = pending.get(key)
+            if rec is None:
+                missing.append(key)
+            else:
+                loaded[key] = rec
+        if missing:
+            loaded.update(await self.store.get_many(partition, missing))
+        return loaded
 
     async def tick(self, partitions: Iterable[int]) -> None:
         """Idle housekeeping for the partitions this worker owns (timer, every second)."""
@@ -173,11 +227,12 @@ class Processor:
                 engine = await self.engine(partition)
                 out = engine.tick(now)
                 if out.alerts or out.writes or out.expire_before_ms is not None:
-                    await self._finish(partition, out, [])
+                    self._emit(partition, out, [])
+            if self._checkpoint_due():
+                await self._checkpoint()
 
-    async def _finish(
-        self, partition: int, out: StepResult, dead: list[tuple[bytes, dict[str, Any]]]
-    ) -> None:
+    def _emit(self, partition: int, out: StepResult, dead: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Send a step's alerts and dead letters, and hold its writes for the next checkpoint."""
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
             log.info(
@@ -195,16 +250,39 @@ class Processor:
         for _, record in dead:
             self.metrics.dead[record["Reason"]] += 1
         t0 = time.perf_counter()
-        await self.publisher.publish(out.alerts, dead)
+        if out.alerts or dead:
+            self.publisher.send(out.alerts, dead)
+        self.pending[partition].add(out)
+        self.metrics.seconds["publishing"] += time.perf_counter() - t0
+
+    def _checkpoint_due(self) -> bool:
+        if time.monotonic() - self.last_checkpoint >= self.checkpoint_s:
+            return bool(self.unacked) or any(self.pending.values())
+        return sum(len(p) for p in self.pending.values()) > self.max_pending
+
+    async def _checkpoint(self) -> None:
+        """Deliver what was sent, write the changed records, then acknowledge the input."""
+        t0 = time.perf_counter()
+        await self.publisher.deliver()
         t1 = time.perf_counter()
-        if out.writes:
-            await self.store.write(partition, out.writes)
+        for partition, pending in self.pending.items():
+            if not pending:
+                continue
+            writes, expire_before = pending.drain()
+            if writes:
+                await self.store.write(partition, writes)
+                self.metrics.counts["records_written"] += len(writes)
+            if expire_before is not None:
+                gone = await self.store.expire(partition, expire_before)
+                self.metrics.counts["windows_expired"] += gone
+        messages, self.unacked = self.unacked, []
+        if messages:
+            self.acknowledge(messages)
+        self.last_checkpoint = time.monotonic()
         seconds = self.metrics.seconds
         seconds["publishing"] += t1 - t0
         seconds["state_writing"] += time.perf_counter() - t1
-        if out.expire_before_ms is not None:
-            gone = await self.store.expire(partition, out.expire_before_ms)
-            self.metrics.counts["windows_expired"] += gone
+        self.metrics.counts["checkpoints"] += 1
 
     @staticmethod
     def _source(msg: Any, partition: int) -> tuple[int, int]:
@@ -260,8 +338,8 @@ class Processor:
         self.metrics.counts["routed"] += routed
         for _, record in dead:
             self.metrics.dead[record["Reason"]] += 1
-        await self.publisher.publish((), dead)
-        await self.publisher.producer.deliver()
+        self.publisher.send((), dead)
+        await self.publisher.deliver()
 
     def gauges(self) -> dict[str, float]:
         return {

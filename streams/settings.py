@@ -178,7 +178,21 @@ class Settings:
     # Throughput and operations.
     batch_size: int = field(default=5000, metadata=_opt("max events per processing batch", int, "N"))
     batch_wait: int = field(
-        default=100, metadata=_opt("max time to fill a batch", parse_duration_ms, "DURATION")
+        default=100,
+        metadata=_opt(
+            "max time a fetch waits on the broker for new input (bounds alert latency when input is slow)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    checkpoint_interval: int = field(
+        default=1000,
+        metadata=_opt(
+            "write changed windows and commit input offsets this often: longer = fewer state writes, "
+            "more input replayed after a crash (alerts are sent at once either way)",
+            parse_duration_ms,
+            "DURATION",
+        ),
     )
     web_port: int = field(
         default=0,
@@ -193,7 +207,7 @@ class Settings:
             raise ConfigError(
                 f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
             )
-        for name in ("partitions", "replication", "batch_size"):
+        for name in ("partitions", "replication", "batch_size", "checkpoint_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
         if self.url_plus not in ("space", "literal"):

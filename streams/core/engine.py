@@ -8,15 +8,15 @@ partition and offset (with its index inside an envelope). The events of one wind
 one source partition arrive in sequence order, and each window record carries, per source partition,
 the last sequence applied to it; an event at or below that is skipped. (With repartitioning the
 source is the original input position, so a record the router forwards twice is counted once.)
-The record is written only after the alerts it caused were delivered, so a replay
-repeats at most alerts (same AlertId, same revision numbers), never a count. The partition's
+The record is written only after the alerts it caused were delivered, so a replay repeats at most
+alerts (same AlertId; a revision derived from content, see `revision`), never a count. The partition's
 meta record (watermark) is written before the window records of the same step, so a window closed
 by a watermark is never reopened by a restore that lost that watermark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,18 @@ def position(source_partition: int, sequence: int) -> int:
 NO_TIME = -(2**62)
 
 
+def revision(rec: WindowRecord) -> int:
+    """An alert's Revision: 2 x ConnectionsCount, + 1 once the window is closed.
+
+    Derived from the window's content rather than counted, so it orders alerts by what they hold even
+    across a crash: events replayed after a checkpoint may be batched differently and produce fewer
+    alerts than before the crash, but never a lower revision for more events, and the same content
+    always carries the same revision. A window only grows (each event applied once), so every later
+    alert of a window has a higher revision; `final` outranks the `early` alert of the same count.
+    """
+    return 2 * rec.count + rec.closed
+
+
 @dataclass(frozen=True, slots=True)
 class StreamParams:
     """How the stream closes windows; event-time durations in ms."""
@@ -56,7 +68,8 @@ class StreamParams:
 
 
 class WindowRecord(WindowAgg):
-    """A window's stored state: its aggregate, the last applied sequence per source, last revision, closed.
+    """A window's stored state: its aggregate, the last applied sequence per source, how many alerts it
+    emitted (0 = none yet: the early alert is due), closed.
 
     The record *is* the window's WindowAgg (one object per window, not two); `agg` is kept for readers.
     The applied positions are held compactly: None (none yet), one position (source and sequence packed
@@ -204,12 +217,21 @@ class Meta:
 
 @dataclass(slots=True)
 class StepResult:
-    """What one step produced: alerts to publish first, then records to write, in this order."""
+    """What one step produced: alerts to publish first, then records to write, in this order.
+
+    `writes` holds the live objects (the window's record, the partition's Meta), not their bytes: an
+    adapter that writes state once per checkpoint rather than per step keeps the latest object per key
+    and serializes each once (`encode_writes`), however many steps touched it in between."""
 
     alerts: list[dict[str, Any]] = field(default_factory=list)
-    writes: dict[bytes, bytes] = field(default_factory=dict)
+    writes: dict[bytes, WindowRecord | Meta] = field(default_factory=dict)
     rejected: list[tuple[int, ParseError]] = field(default_factory=list)  # (index in the batch, why)
     expire_before_ms: int | None = None  # delete stored windows that start before this
+
+
+def encode_writes(writes: dict[bytes, WindowRecord | Meta]) -> dict[bytes, bytes]:
+    """The stored form of `StepResult.writes`, in the same order (the meta record first)."""
+    return {key: obj.to_bytes() for key, obj in writes.items()}
 
 
 class PartitionEngine:
@@ -292,9 +314,13 @@ class PartitionEngine:
     # ------------------------------------------------------------------ processing
 
     def step(
-        self, batch: Sequence[tuple[int, IISEvent]], loaded: dict[bytes, bytes | None], now_ms: int
+        self,
+        batch: Sequence[tuple[int, IISEvent]],
+        loaded: Mapping[bytes, bytes | WindowRecord | None],
+        now_ms: int,
     ) -> StepResult:
-        """Apply a batch of (position, event); `loaded` answers `keys_to_load`.
+        """Apply a batch of (position, event); `loaded` answers `keys_to_load` (stored bytes, or a
+        record an earlier step returned that is not written yet).
 
         position = source partition * 2**64 + sequence (see `position`); a plain offset means source 0.
         """
@@ -362,7 +388,8 @@ class PartitionEngine:
                         if t > max_time:
                             max_time = t
                         continue
-                    rec = WindowRecord.from_bytes(data)
+                    # stored bytes, or the record itself while it waits for a checkpoint
+                    rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
             if not rec.first_time(offset):
                 continue  # applied before a restart: exactly-once state effect
             rec.add(t, ev.sPort, values(ev), cap)
@@ -395,9 +422,7 @@ class PartitionEngine:
         self.meta.max_event_ms = max_time
         if max_time != NO_TIME:
             self._advance(max_time - p.grace_ms, out, touched)
-        writes = out.writes
-        for key, rec in touched.items():
-            writes[key] = rec.to_bytes()
+        out.writes.update(touched)
         return out
 
     def tick(self, now_ms: int) -> StepResult:
@@ -407,8 +432,7 @@ class PartitionEngine:
         if p.idle_timeout_ms and now_ms - self.last_input_wall_ms >= p.idle_timeout_ms:
             touched: dict[bytes, WindowRecord] = {}
             self._advance(now_ms - p.grace_ms, out, touched)
-            for key, rec in touched.items():
-                out.writes[key] = rec.to_bytes()
+            out.writes.update(touched)
         return out
 
     def _advance(self, candidate: int, out: StepResult, touched: dict[bytes, WindowRecord]) -> None:
@@ -416,7 +440,7 @@ class PartitionEngine:
         if candidate <= self.meta.watermark:
             return
         self.meta.watermark = watermark = candidate
-        out.writes[META_KEY] = self.meta.to_bytes()  # first: see the module docstring
+        out.writes[META_KEY] = self.meta  # first: see the module docstring
         rule = self.params.rule
         cap, threshold, final = rule.max_set_size, rule.threshold, self.params.final
         open_pop = self.open.pop
@@ -441,7 +465,7 @@ class PartitionEngine:
 
     def _alert(self, key: bytes, rec: WindowRecord, phase: str) -> dict[str, Any]:
         alert = build_alert(decode_key(key), rec, self.params.rule)
-        alert["Revision"] = rec.revision
+        alert["Revision"] = revision(rec)
         alert["Phase"] = phase
         return alert
 

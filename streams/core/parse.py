@@ -58,7 +58,56 @@ def _port(value: Any) -> int | ParseError | None:
 
 
 def event_from_record(obj: Any) -> IISEvent | ParseError:
-    """Validate one W3CIISLog record (a decoded JSON object); unknown fields are ignored."""
+    """Validate one W3CIISLog record (a decoded JSON object); unknown fields are ignored.
+
+    The hot path: a record whose columns all have their usual types (strings, an int port) is built
+    in one expression; anything else takes the checked path below, which names what is wrong."""
+    if type(obj) is dict:
+        get = obj.get
+        ts, cip, computer, sip, port = (
+            get("TimeGenerated"),
+            get("cIP"),
+            get("Computer"),
+            get("sIP"),
+            get("sPort"),
+        )
+        if (
+            type(ts) is str
+            and type(cip) is str
+            and type(computer) is str
+            and type(sip) is str
+            and type(port) is int
+            and 0 <= port <= 65535
+        ):
+            m, q, user, site, agent, status, sub, win32 = (  # STRING_FIELDS, in order
+                get("csMethod"),
+                get("csUriQuery"),
+                get("csUserName"),
+                get("sSiteName"),
+                get("csUserAgent"),
+                get("scStatus"),
+                get("scSubStatus"),
+                get("scWin32Status"),
+            )
+            if (
+                type(m) is str
+                and type(q) is str
+                and type(user) is str
+                and type(site) is str
+                and type(agent) is str
+                and type(status) is str
+                and type(sub) is str
+                and type(win32) is str
+            ):
+                time_ms = parse_iso_ms(ts)
+                if time_ms is not None:
+                    return IISEvent(
+                        time_ms, cip, computer, sip, port, m, q, user, site, agent, status, sub, win32
+                    )
+    return _checked_event(obj)
+
+
+def _checked_event(obj: Any) -> IISEvent | ParseError:
     if type(obj) is not dict:
         return ParseError(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
     ts = obj.get("TimeGenerated")
@@ -125,6 +174,22 @@ def decode_records(payload: bytes | str | None) -> Iterator[tuple[int | None, An
         yield None, doc
         return
     yield from enumerate(records)
+
+
+def single_event(payload: bytes | str | None) -> IISEvent | None:
+    """The event of a payload that is one valid record (nearly every message), else None: then
+    `decode_records` yields the envelope's records or says what is wrong. One JSON parse, no generator."""
+    if payload is None:
+        return None
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is dict and type(doc.get("records")) is not list:
+        event = event_from_record(doc)
+        if type(event) is IISEvent:
+            return event
+    return None
 
 
 def parse_json(payload: bytes | str) -> Iterator[IISEvent | ParseError]:

@@ -20,7 +20,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 from streams.core.batch import detect
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams
+from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams, encode_writes
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.windows import WindowKey, encode_key
@@ -204,14 +204,14 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
                 engine = await fresh_engine(store)
                 pos = committed
                 continue
-            await store.write(0, out.writes)
+            await store.write(0, encode_writes(out.writes))
             pos += len(batch)
             if rnd.random() < 0.5:
                 committed = pos
         out = engine.tick(10**13)
         for a in out.alerts:
             latest[a["AlertId"]] = a
-        await store.write(0, out.writes)
+        await store.write(0, encode_writes(out.writes))
         await store.close()
         return latest
 

@@ -157,3 +157,39 @@ json_values = st.recursive(
 def test_never_raises_on_objects(overrides: dict[str, Any]) -> None:
     result = event_from_record({**BASE, **overrides})
     assert isinstance(result, (IISEvent, ParseError))
+
+
+def test_fast_path_field_order_matches_the_checked_path() -> None:
+    """The hot path names STRING_FIELDS one by one: it must build the same event as the checked path."""
+    from streams.core.parse import STRING_FIELDS, _checked_event, event_from_record
+
+    record = {"TimeGenerated": "2026-01-01T00:00:00.123Z", "cIP": "c", "Computer": "h", "sIP": "s"}
+    record["sPort"] = 80
+    record.update({name: f"v-{name}" for name in STRING_FIELDS})
+    assert event_from_record(record) == _checked_event(record)
+    assert [getattr(event_from_record(record), name) for name in STRING_FIELDS] == [
+        f"v-{name}" for name in STRING_FIELDS
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"TimeGenerated": "2026-01-01T00:00:00Z", "cIP": "c", "Computer": "h", "sIP": "s", "sPort": 80}',
+        b'{"TimeGenerated": "2026-01-01T00:00:00Z", "cIP": "c", "Computer": "h", "sIP": "s", "sPort": "80"}',
+        b'{"records": [{"TimeGenerated": "2026-01-01T00:00:00Z", "cIP": "c", "Computer": "h", "sIP": "s"}]}',
+        b'[{"TimeGenerated": "2026-01-01T00:00:00Z", "cIP": "c", "Computer": "h", "sIP": "s"}]',
+        b'{"cIP": "c"}',
+        b"not json",
+        b"\xff",
+        None,
+    ],
+)
+def test_single_event_is_the_lone_valid_record_or_none(payload: bytes | None) -> None:
+    """The processor's hot path: an event exactly when decode_records yields one lone valid record."""
+    from streams.core.parse import decode_records, event_from_record, single_event
+
+    results = list(decode_records(payload))
+    lone = len(results) == 1 and results[0][0] is None and not isinstance(results[0][1], ParseError)
+    expected = event_from_record(results[0][1]) if lone else None
+    assert single_event(payload) == (expected if isinstance(expected, IISEvent) else None)

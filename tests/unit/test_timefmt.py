@@ -61,3 +61,26 @@ def test_format_is_fixed_width_utc() -> None:
 @given(st.integers(min_value=0, max_value=MAX_MS))
 def test_round_trip(ms: int) -> None:
     assert parse_iso_ms(format_iso_ms(ms)) == ms
+
+
+@given(
+    st.integers(min_value=0, max_value=MAX_MS),
+    st.sampled_from(["T", "t", " "]),
+    st.sampled_from([".", ","]),
+    st.text("0123456789", min_size=1, max_size=9),
+    st.sampled_from(["Z", "z"]),
+)
+def test_minute_cache_path_equals_the_full_parse(ms: int, sep: str, dot: str, digits: str, zone: str) -> None:
+    """The second parse of a minute takes the cached path; both agree with datetime's arithmetic."""
+    text = format_iso_ms(ms).replace("T", sep)[:19] + dot + digits + zone
+    expected = ms - ms % 1000 + int((digits + "00")[:3])
+    assert parse_iso_ms(text) == expected
+    assert parse_iso_ms(text) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["2026-01-01T12:10:60.000Z", "2026-01-01T12:10:0x.000Z", "2026-01-01T12:10:00.Z"]
+)
+def test_minute_cache_path_still_rejects(bad: str) -> None:
+    assert parse_iso_ms("2026-01-01T12:10:00.000Z") == T  # the minute is cached now
+    assert parse_iso_ms(bad) is None
