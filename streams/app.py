@@ -95,11 +95,9 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         ttl = settings.retention + settings.bin + settings.grace
         store = RedisStore(settings.store, settings.app_id, ttl)
 
-    def acknowledge(messages: Sequence[Any]) -> None:
-        """Mark input as done: faust commits the offsets of acknowledged messages."""
-        ack = app.consumer.ack
-        for message in messages:
-            ack(message)
+    def acknowledge(done: dict[Any, int]) -> None:
+        """Mark input as done through these offsets: faust commits the offsets after them."""
+        app.consumer.ack_through(done)
 
     processor = Processor(
         settings.stream_params(),
@@ -122,9 +120,9 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     if not settings.input_keyed:
 
-        async def route_batch(messages: list[Any]) -> None:
-            await processor.route(messages, source.get_topic_name())
-            acknowledge(messages)  # every forwarded record reached the detector's topic
+        async def route_batch(fetch: dict[Any, Sequence[Any]]) -> None:
+            await processor.route(fetch, source.get_topic_name())
+            acknowledge({tp: records[-1].offset for tp, records in fetch.items()})  # all forwarded
 
         app.batch_handlers[settings.input_topic] = route_batch
 

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.types import Message
+from faust.types import TP
 
 log = logging.getLogger("iis-portscan")
 
-BatchHandler = Callable[[list[Message]], Awaitable[None]]
+BatchHandler = Callable[[dict[TP, Sequence[Any]]], Awaitable[None]]
 
 
 class ConsumerThread(AIOKafkaConsumerThread):
@@ -48,39 +48,82 @@ class BatchingConsumer(AIOKafkaConsumer):
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._done_through: dict[TP, int] = {}  # batch topics: highest offset whose effect is durable
+
+    def ack_through(self, done: Mapping[TP, int]) -> None:
+        """Acknowledge every fetched record of each partition up to and including its offset: what a
+        batch handler calls instead of `ack(message)` per message (records of a partition are handled
+        in order, so the highest offset says it all)."""
+        through = self._done_through
+        for tp, offset in done.items():
+            if offset > through.get(tp, -1):
+                through[tp] = offset
+                self._n_acked += 1
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        yield from super()._filter_tps_with_pending_acks(topics)
+        for tp in list(self._done_through):
+            if topics is None or tp in topics or tp.topic in topics:
+                yield tp
+
+    def _new_offset(self, tp: TP) -> int | None:
+        offset = self._done_through.pop(tp, None)
+        if offset is not None:
+            return offset + 1  # the next offset to read, as Kafka commits it
+        return super()._new_offset(tp)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._done_through.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # the Fetcher service's loop
         callback = self.callback
         handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
+        get_read_offset = self._read_offset.get
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
+        to_message = self._to_message
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batches: dict[str, list[Message]] = {}
                 await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in self.getmany(timeout=1.0):
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is not None and offset < r_offset:
-                            continue  # already read (faust drops these too)
-                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)  # compacted or aborted
-                        topic = message.topic
-                        if topic in handlers:
-                            batch = batches.get(topic)
-                            if batch is None:
-                                batch = batches[topic] = []
-                            batch.append(message)
-                        else:
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                        set_read_offset(tp, offset)
-                    self.diag.unset_flag(CONSUMER_FETCHING)
+                if self.should_stop:
+                    break
+                records, active = await self._wait_next_records(timeout=1.0)
+                generation_id = self.app.consumer_generation_id
+                batches: dict[str, dict[TP, Sequence[Any]]] = {}
+                for tp, tp_records in (records or {}).items():
+                    if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                        break  # a rebalance began: faust seeks back to the committed offsets
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and tp_records[0].offset <= r_offset:
+                        tp_records = [r for r in tp_records if r.offset > r_offset]  # already read
+                        if not tp_records:
+                            continue
+                    handler_topic = tp.topic in handlers
+                    if handler_topic:
+                        batches.setdefault(tp.topic, {})[tp] = tp_records
+                    else:
+                        for record in tp_records:
+                            offset = record.offset
+                            r_offset = get_read_offset(tp)
+                            if r_offset and offset - r_offset > 1 and acks_enabled_for(tp.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)  # compacted, aborted
+                            await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                    if handler_topic:
+                        set_read_offset(tp, tp_records[-1].offset)
+                self.diag.unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
-                    await handlers[topic](batch)  # it acknowledges the messages, now or later
+                    await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()

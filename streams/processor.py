@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -94,15 +94,15 @@ class Publisher:
 class Processor:
     """Per-partition engines over one store; all mutation happens under one lock.
 
-    `acknowledge` receives the input messages whose effect a checkpoint made durable (the app passes
-    faust's `consumer.ack`, so their offsets get committed)."""
+    `acknowledge` receives, per topic partition, the highest input offset whose effect a checkpoint
+    made durable (the app passes the consumer's `ack_through`, so faust commits the offset after it)."""
 
     def __init__(
         self,
         params: StreamParams,
         store: WindowStore,
         publisher: Publisher,
-        acknowledge: Callable[[Sequence[Any]], None],
+        acknowledge: Callable[[dict[Any, int]], None],
         checkpoint_ms: int = 1000,
         max_pending: int = 500_000,
         clock: Callable[[], int] = wall_ms,
@@ -116,7 +116,7 @@ class Processor:
         self.clock = clock
         self.engines: dict[int, PartitionEngine] = {}
         self.pending: dict[int, PendingWrites] = {}
-        self.unacked: list[Any] = []
+        self.unacked: dict[Any, int] = {}  # topic partition -> highest offset processed
         self.last_checkpoint = time.monotonic()
         self.lock = asyncio.Lock()
         self.metrics = Metrics()
@@ -156,23 +156,22 @@ class Processor:
 
     # ------------------------------------------------------------------ batches
 
-    async def process(self, messages: Sequence[Any]) -> None:
-        """A batch of messages (faust Messages: topic, partition, offset, key, value, headers) from the
-        detector's source topic; acknowledged by the checkpoint that makes their effect durable."""
+    async def process(self, fetch: Mapping[Any, Sequence[Any]]) -> None:
+        """One fetch from the detector's source topic: records (topic, partition, offset, key, value,
+        headers) per topic partition, in offset order; acknowledged by the checkpoint that makes their
+        effect durable."""
         async with self.lock:
             started = time.perf_counter()
-            by_partition: dict[int, list[Any]] = {}
-            for msg in messages:
-                by_partition.setdefault(msg.partition, []).append(msg)
-            for partition, msgs in by_partition.items():
-                await self._process_partition(partition, msgs)
-            self.unacked.extend(messages)
+            unacked = self.unacked
+            for tp, records in fetch.items():
+                await self._process_partition(tp.partition, records)
+                unacked[tp] = records[-1].offset
             self.metrics.counts["batches"] += 1
             self.metrics.seconds["processing"] += time.perf_counter() - started
             if self._checkpoint_due():
                 await self._checkpoint()
 
-    async def _process_partition(self, partition: int, msgs: list[Any]) -> None:
+    async def _process_partition(self, partition: int, msgs: Sequence[Any]) -> None:
         now = self.clock()
         engine = await self.engine(partition)
         batch: list[tuple[int, IISEvent]] = []
@@ -275,9 +274,9 @@ class Processor:
             if expire_before is not None:
                 gone = await self.store.expire(partition, expire_before)
                 self.metrics.counts["windows_expired"] += gone
-        messages, self.unacked = self.unacked, []
-        if messages:
-            self.acknowledge(messages)
+        done, self.unacked = self.unacked, {}
+        if done:
+            self.acknowledge(done)
         self.last_checkpoint = time.monotonic()
         seconds = self.metrics.seconds
         seconds["publishing"] += t1 - t0
@@ -311,7 +310,7 @@ class Processor:
 
     # ------------------------------------------------------------------ routing
 
-    async def route(self, messages: Sequence[Any], by_key_topic: str) -> None:
+    async def route(self, fetch: Mapping[Any, Sequence[Any]], by_key_topic: str) -> None:
         """Repartition: forward each valid record keyed by (cIP, Computer, sIP); dead-letter the rest.
 
         Returns once every forwarded record is acknowledged, so the input offsets faust commits
@@ -320,7 +319,7 @@ class Processor:
         dead: list[tuple[bytes, dict[str, Any]]] = []
         send = self.publisher.producer.send
         routed = 0
-        for msg in messages:
+        for msg in (msg for records in fetch.values() for msg in records):
             for index, record in decode_records(msg.value):
                 result = record if isinstance(record, ParseError) else event_from_record(record)
                 if isinstance(result, ParseError):
