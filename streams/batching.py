@@ -104,8 +104,9 @@ class BatchingConsumer(AIOKafkaConsumer):
                         continue
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     r_offset = get_read_offset(tp)
-                    if r_offset is not None and tp_records[0].offset <= r_offset:
-                        tp_records = [r for r in tp_records if r.offset > r_offset]  # already read
+                    if r_offset is not None and tp_records[0].offset < r_offset:
+                        # already read; after a seek the read offset is the next to read (as in faust)
+                        tp_records = [r for r in tp_records if r.offset >= r_offset]
                         if not tp_records:
                             continue
                     handler_topic = tp.topic in handlers

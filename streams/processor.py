@@ -175,30 +175,37 @@ class Processor:
         now = self.clock()
         engine = await self.engine(partition)
         batch: list[tuple[int, IISEvent]] = []
-        origin: list[tuple[Any, int | None]] = []
+        origin: list[Any] = []  # the message of each batch item
+        in_envelope: dict[int, int] = {}  # batch item -> its index in the message's envelope
         dead: list[tuple[bytes, dict[str, Any]]] = []
+        append, from_message = batch.append, origin.append
+        own_source = partition << 64
         for msg in msgs:
-            src, base = self._source(msg, partition)
+            if msg.headers:  # forwarded by the router: the original input position
+                pos = position(*self._source(msg, partition))
+            else:
+                pos = own_source | (msg.offset << SEQ_SHIFT)
             event = single_event(msg.value)
             if event is not None:  # the hot path: one valid record
-                batch.append((position(src, base), event))
-                origin.append((msg, None))
+                append((pos, event))
+                from_message(msg)
                 continue
             for index, record in decode_records(msg.value):
                 result = record if isinstance(record, ParseError) else event_from_record(record)
                 if isinstance(result, ParseError):
                     dead.append(self._dead(result, msg, index, now))
                     continue
-                batch.append((position(src, base | (index or 0)), result))
-                origin.append((msg, index))
+                if index is not None:
+                    in_envelope[len(batch)] = index
+                append((pos | (index or 0), result))
+                from_message(msg)
         self.metrics.counts["messages"] += len(msgs)
         self.metrics.counts["events"] += len(batch)
         keys = engine.keys_to_load(batch)
         loaded = await self._load(partition, keys) if keys else {}
         out = engine.step(batch, loaded, now)
         for i, error in out.rejected:
-            msg, index = origin[i]
-            dead.append(self._dead(error, msg, index, now))
+            dead.append(self._dead(error, origin[i], in_envelope.get(i), now))
         self._emit(partition, out, dead)
         # A partition is idle when no input arrives, not while we are busy (or waiting for Redis).
         engine.last_input_wall_ms = self.clock()
@@ -264,16 +271,21 @@ class Processor:
         t0 = time.perf_counter()
         await self.publisher.deliver()
         t1 = time.perf_counter()
+        changes: dict[int, dict[bytes, bytes]] = {}
+        expiries: dict[int, int] = {}
         for partition, pending in self.pending.items():
             if not pending:
                 continue
             writes, expire_before = pending.drain()
             if writes:
-                await self.store.write(partition, writes)
+                changes[partition] = writes
                 self.metrics.counts["records_written"] += len(writes)
             if expire_before is not None:
-                gone = await self.store.expire(partition, expire_before)
-                self.metrics.counts["windows_expired"] += gone
+                expiries[partition] = expire_before
+        if changes:
+            await self.store.write_partitions(changes)
+        for partition, expire_before in expiries.items():
+            self.metrics.counts["windows_expired"] += await self.store.expire(partition, expire_before)
         done, self.unacked = self.unacked, {}
         if done:
             self.acknowledge(done)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 
@@ -23,6 +23,10 @@ class WindowStore(Protocol):
 
     async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
         """Store the items, in order, durably enough for the backend's guarantee."""
+        ...
+
+    async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
+        """`write` for several partitions at once (a checkpoint): one round trip where the backend can."""
         ...
 
     async def expire(self, partition: int, before_start_ms: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from streams.core.engine import META_KEY
 from streams.core.windows import key_start_ms
@@ -29,6 +29,10 @@ class MemoryStore:
 
     async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
         self._part(partition).update(items)
+
+    async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
+        for partition, items in changes.items():
+            self._part(partition).update(items)
 
     async def expire(self, partition: int, before_start_ms: int) -> int:
         part = self._part(partition)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -95,24 +95,28 @@ class RedisStore:
         return await self._retry(f"read partition {partition}", op)
 
     async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        p = self._p(partition)
+        await self.write_partitions({partition: items})
+
+    async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         ttl = self.ttl_ms
 
         async def op() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            scores: dict[bytes, int] = {}
-            for key, value in items.items():
-                if key == META_KEY:
-                    pipe.set(p + b"meta", value)
-                else:
-                    pipe.set(p + b"w:" + key, value, px=ttl)
-                    scores[key] = key_start_ms(key)
-            if scores:
-                pipe.zadd(p + b"idx", scores)
-                pipe.pexpire(p + b"idx", ttl)
+            pipe = self.client.pipeline(transaction=True)  # one round trip, all or nothing
+            for partition, items in changes.items():
+                p = self._p(partition)
+                scores: dict[bytes, int] = {}
+                for key, value in items.items():
+                    if key == META_KEY:
+                        pipe.set(p + b"meta", value)
+                    else:
+                        pipe.set(p + b"w:" + key, value, px=ttl)
+                        scores[key] = key_start_ms(key)
+                if scores:
+                    pipe.zadd(p + b"idx", scores)
+                    pipe.pexpire(p + b"idx", ttl)
             await pipe.execute()
 
-        await self._retry(f"write partition {partition}", op)
+        await self._retry(f"write partitions {sorted(changes)}", op)
 
     async def expire(self, partition: int, before_start_ms: int) -> int:
         p = self._p(partition)

@@ -8,15 +8,20 @@ through the worker's librdkafka producer, waits for the acknowledgements, then w
 WriteBatch and records the changelog offset it holds (what faust's table does per record), so a
 restart on the same disk recovers only what came after. Changelog first: a crash in between leaves
 the changelog ahead of the disk, which recovery repairs, never behind it.
+
+Our batches skip RocksDB's write-ahead log (it cost ~60% of a write): the changelog is the log. The
+changelog offset goes into the same batch as the records (faust's `set_persisted_offset` would write it
+apart, through the WAL, and could then survive a crash that the records did not), so whatever a crash
+leaves on disk - the last flushed memtable - is a consistent state with the offset it holds, and faust's
+recovery replays the changelog after that offset. RocksDB flushes unlogged writes when it closes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from faust.types import TP
-from rocksdict import WriteBatch
+from rocksdict import WriteBatch, WriteOptions
 
 from streams.core.windows import key_start_ms
 from streams.delivery import AsyncProducer
@@ -31,6 +36,8 @@ class RocksTableStore:
         self.table = table
         self.producer = producer
         self.changelog = table.changelog_topic.get_topic_name()
+        self._unlogged = WriteOptions()
+        self._unlogged.disable_wal = True
 
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)
@@ -44,12 +51,20 @@ class RocksTableStore:
         return {k: db.get(k) for k in keys}
 
     async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        batch = WriteBatch(raw_mode=True)
+        await self.write_partitions({partition: items})
+
+    async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
+        """All partitions' changelog records first, one wait for their acknowledgement, then one
+        RocksDB batch per partition."""
         send, changelog = self.producer.send, self.changelog
-        for key, value in items.items():
-            send(changelog, key, value, partition)
-            batch.put(key, value)
-        await self._commit(partition, batch)
+        batches: dict[int, WriteBatch] = {}
+        for partition, items in changes.items():
+            batch = batches[partition] = WriteBatch(raw_mode=True)
+            put = batch.put
+            for key, value in items.items():
+                send(changelog, key, value, partition)
+                put(key, value)
+        await self._commit(batches)
 
     async def expire(self, partition: int, before_start_ms: int) -> int:
         db = self._db(partition)
@@ -63,15 +78,17 @@ class RocksTableStore:
             for key in doomed:
                 self.producer.send(self.changelog, key, None, partition)  # tombstone: compaction drops it
                 batch.delete(key)
-            await self._commit(partition, batch)
+            await self._commit({partition: batch})
         return len(doomed)
 
-    async def _commit(self, partition: int, batch: WriteBatch) -> None:
+    async def _commit(self, batches: dict[int, WriteBatch]) -> None:
         await self.producer.deliver()
-        self._db(partition).write(batch)
-        offset = self.producer.acked.get((self.changelog, partition))
-        if offset is not None:
-            self.table.data.set_persisted_offset(TP(self.changelog, partition), offset)
+        acked = self.producer.acked
+        for partition, batch in batches.items():
+            offset = acked.get((self.changelog, partition))
+            if offset is not None:  # what faust's set_persisted_offset writes, in the records' batch
+                batch.put(self.table.data.offset_key, str(offset).encode())
+            self._db(partition).write(batch, self._unlogged)
 
     async def close(self) -> None:
         """faust closes the databases when the worker stops."""

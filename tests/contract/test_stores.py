@@ -36,6 +36,8 @@ BIN = 600_000
 
 
 class _Data:
+    offset_key = b"__faust\0offset__"  # faust's RocksDB store keeps its changelog offset here
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dbs: dict[int, Rdict] = {}
@@ -45,10 +47,9 @@ class _Data:
             self.dbs[partition] = Rdict(str(self.root / f"p{partition}"), options=Options(raw_mode=True))
         return self.dbs[partition]
 
-    def set_persisted_offset(self, tp: Any, offset: int) -> None:
-        self.persisted[tp.partition] = offset
-
-    persisted: dict[int, int]
+    def persisted_offset(self, partition: int) -> int | None:
+        raw = self._db_for_partition(partition).get(self.offset_key)
+        return None if raw is None else int(raw)
 
 
 class _Topic:
@@ -80,7 +81,6 @@ class RecordingTable:
 
     def __init__(self, root: Path) -> None:
         self.data = _Data(root)
-        self.data.persisted = {}
         self.changelog_topic = _Topic()
         self.producer = RecordingProducer()
 
@@ -147,6 +147,22 @@ def test_write_get_load_and_partitions_are_separate(make_store: Callable[[], Win
         again = make_store()  # a new connection sees the same state
         assert dict(await again.load_partition(1)) == {k1: b"other"}
         await again.close()
+
+    run(go())
+
+
+def test_write_partitions_writes_each_partition_as_write_does(
+    make_store: Callable[[], WindowStore],
+) -> None:
+    async def go() -> None:
+        store = make_store()
+        k1, k2 = key(T0), key(T0 + BIN)
+        await store.write_partitions({0: {META_KEY: b"m0", k1: b"a"}, 3: {k1: b"b", k2: b"c"}})
+        await store.write_partitions({3: {k2: b"c2"}})
+        assert dict(await store.load_partition(0)) == {META_KEY: b"m0", k1: b"a"}
+        assert await store.get_many(3, [k1, k2]) == {k1: b"b", k2: b"c2"}
+        assert dict(await store.load_partition(1)) == {}
+        await store.close()
 
     run(go())
 
@@ -235,7 +251,24 @@ def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) ->
     run(go())
     assert table.changelog == [(2, META_KEY, b"m"), (2, key(T0), b"v"), (2, key(T0), None)]
     # faust's recovery starts after the changelog offset the disk holds: it follows the acknowledgements
-    assert table.data.persisted == {2: 2}
+    assert table.data.persisted_offset(2) == 2
+    assert table.data.persisted_offset(0) is None
+
+
+def test_rocksdb_unlogged_writes_survive_a_clean_close_with_their_offset(tmp_path: Path) -> None:
+    """Writes skip the WAL; closing the database (as faust does at shutdown) must still persist them,
+    together with the changelog offset they were written up to."""
+    table = RecordingTable(tmp_path)
+    store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
+    run(store.write(1, {META_KEY: b"m", key(T0): b"v", key(T0 + BIN): b"w"}))
+    table.data.dbs.pop(1).close()
+    reopened = RecordingTable(tmp_path)
+    again = RocksTableStore(reopened, reopened.producer)  # type: ignore[arg-type]
+    assert sorted(run(again.load_partition(1))) == sorted(
+        [(META_KEY, b"m"), (key(T0), b"v"), (key(T0 + BIN), b"w")]
+    )
+    assert reopened.data.persisted_offset(1) == 2
+    reopened.data.dbs[1].close()
 
 
 def test_redis_keys_are_namespaced_and_expire() -> None:
