@@ -84,8 +84,12 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         from streams.state.rocksdb import RocksTableStore
 
         table = app.Table(
-            "windows", partitions=partitions, key_type=bytes, value_type=bytes
-        )  # raw serializers
+            "windows",
+            partitions=partitions,
+            key_type=bytes,  # raw serializers
+            value_type=bytes,
+            options=settings.rocksdb_options(),  # bounded memory per partition database
+        )
         store = RocksTableStore(table, producer)
     elif settings.store.startswith("memory"):
         store = MemoryStore()

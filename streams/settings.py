@@ -130,6 +130,15 @@ class Settings:
     standby_replicas: int = field(
         default=1, metadata=_opt("faust standby replicas of the window state (RocksDB)", int, "N")
     )
+    rocksdb_memory: int = field(
+        default=64,
+        metadata=_opt(
+            "memory of each RocksDB partition database (active or standby) in MiB: half block cache, "
+            "half two write buffers (faust's defaults allow 2.2 GiB per database)",
+            int,
+            "MIB",
+        ),
+    )
     # Event time.
     grace: int = field(
         default=120_000,
@@ -207,7 +216,7 @@ class Settings:
             raise ConfigError(
                 f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
             )
-        for name in ("partitions", "replication", "batch_size", "checkpoint_interval"):
+        for name in ("partitions", "replication", "batch_size", "checkpoint_interval", "rocksdb_memory"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
         if self.url_plus not in ("space", "literal"):
@@ -218,6 +227,15 @@ class Settings:
             self.rule_params()
         except RuleConfigError as exc:
             raise ConfigError(str(exc)) from exc
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """faust's RocksDB options for one partition database, from --rocksdb-memory."""
+        mib = 1024 * 1024
+        return {
+            "block_cache_size": self.rocksdb_memory * mib // 2,
+            "write_buffer_size": max(1, self.rocksdb_memory // 4) * mib,
+            "max_write_buffer_number": 2,
+        }
 
     def emit_phases(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.emit.split(",") if p.strip())

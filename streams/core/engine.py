@@ -292,8 +292,12 @@ class PartitionEngine:
         return prefix
 
     def keys_to_load(self, batch: Sequence[tuple[int, IISEvent]]) -> list[bytes]:
-        """Keys of the batch's windows that are not in memory: the store may hold them (closed)."""
+        """Keys of the batch's windows that the store may hold: closed ones, which end at or before
+        the watermark and are not in memory. A window that ends after the watermark is open if it
+        exists at all (the watermark never goes back, and open windows are all in memory), so its
+        lookup is skipped: most events fall in such windows."""
         bin_ms = self.params.rule.bin_ms
+        closed_before = self.meta.watermark - bin_ms  # a window starting at or before this has ended
         open_ = self.open
         prefixes = self._prefixes
         dumps = orjson.dumps
@@ -306,7 +310,7 @@ class PartitionEngine:
             # encode_key(WindowKey(start, cIP, Computer, sIP)), with the start's prefix memoised
             key = (prefixes.get(start) or self._prefix(start)) + dumps((ev.cIP, ev.Computer, ev.sIP))
             keys.append(key)
-            if key not in open_:
+            if start <= closed_before and key not in open_:
                 wanted[key] = None
         self._batch_keys = (items, keys)  # for `step`, which reuses the key of each item it finds unchanged
         return list(wanted)

@@ -52,6 +52,7 @@ def test_durations(text: str, ms: int) -> None:
         ({"PORTSCAN_THRESHOLD": "200"}, "never be reached"),
         ({"PORTSCAN_THRESHOLD": "0"}, "at least 1"),
         ({"PORTSCAN_BIN": "0"}, "positive"),
+        ({"PORTSCAN_ROCKSDB_MEMORY": "0"}, "PORTSCAN_ROCKSDB_MEMORY"),
     ],
 )
 def test_errors_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -62,3 +63,12 @@ def test_errors_name_the_setting(env: dict[str, str], fragment: str) -> None:
 def test_unlimited_sets_allow_any_threshold() -> None:
     s = Settings.load(None, {"PORTSCAN_THRESHOLD": "200", "PORTSCAN_MAX_SET_SIZE": "0"})
     assert s.rule_params().threshold == 200
+
+
+def test_rocksdb_memory_bounds_each_partition_database() -> None:
+    opts = Settings.load(None, {"PORTSCAN_ROCKSDB_MEMORY": "128"}).rocksdb_options()
+    mib = 1024 * 1024
+    assert opts["block_cache_size"] == 64 * mib
+    assert opts["write_buffer_size"] * opts["max_write_buffer_number"] == 64 * mib
+    small = Settings.load(None, {"PORTSCAN_ROCKSDB_MEMORY": "2"}).rocksdb_options()
+    assert small["write_buffer_size"] >= mib  # never a zero-sized memtable
