@@ -265,11 +265,12 @@ class PartitionEngine:
     def restore(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Admit stored window records (at assignment); open ones are kept in memory."""
         share = self.enricher.share
+        bin_ms, watermark = self.params.rule.bin_ms, self.meta.watermark
         for key, data in records:
             if key == META_KEY:
                 continue
             rec = WindowRecord.from_bytes(data)
-            if not rec.closed:
+            if not rec.closed and key_start_ms(key) + bin_ms > watermark:  # see `_advance`
                 if type(rec._sets) is tuple:
                     rec._sets = share(rec._sets)
                 self._admit(key, key_start_ms(key), rec)
@@ -394,6 +395,8 @@ class PartitionEngine:
                         continue
                     # stored bytes, or the record itself while it waits for a checkpoint
                     rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
+                    if start + bin_ms <= watermark:
+                        rec.closed = True  # its stored form may predate the close: see `_advance`
             if not rec.first_time(offset):
                 continue  # applied before a restart: exactly-once state effect
             rec.add(t, ev.sPort, values(ev), cap)
@@ -425,8 +428,8 @@ class PartitionEngine:
         out.alerts[:0] = early
         self.meta.max_event_ms = max_time
         if max_time != NO_TIME:
-            self._advance(max_time - p.grace_ms, out, touched)
-        out.writes.update(touched)
+            self._advance(max_time - p.grace_ms, out)
+        out.writes.update(touched)  # after the meta record `_advance` may write: it goes first
         return out
 
     def tick(self, now_ms: int) -> StepResult:
@@ -434,13 +437,16 @@ class PartitionEngine:
         out = StepResult()
         p = self.params
         if p.idle_timeout_ms and now_ms - self.last_input_wall_ms >= p.idle_timeout_ms:
-            touched: dict[bytes, WindowRecord] = {}
-            self._advance(now_ms - p.grace_ms, out, touched)
-            out.writes.update(touched)
+            self._advance(now_ms - p.grace_ms, out)
         return out
 
-    def _advance(self, candidate: int, out: StepResult, touched: dict[bytes, WindowRecord]) -> None:
-        """Raise the watermark (never lower it) and close every open window that ends at or before it."""
+    def _advance(self, candidate: int, out: StepResult) -> None:
+        """Raise the watermark (never lower it) and close every open window that ends at or before it.
+
+        Closing writes only the meta record (the watermark), not the windows it closes: a window is
+        closed exactly when it ends at or before the stored watermark, which `restore` and `step` apply
+        to a stored record whose flag predates the close. A window that changed in this step is written
+        anyway, closed. (Writing every closed window again cost one state write per window.)"""
         if candidate <= self.meta.watermark:
             return
         self.meta.watermark = watermark = candidate
@@ -455,7 +461,6 @@ class PartitionEngine:
                 if rec is None:
                     continue  # listed twice
                 rec.closed = True
-                touched[key] = rec
                 if final and rec.port_count(cap) >= threshold:
                     rec.revision += 1
                     finals.append(self._alert(key, rec, "final"))

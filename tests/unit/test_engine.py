@@ -130,6 +130,24 @@ def test_late_event_revises_closed_window_and_too_late_is_rejected() -> None:
     assert not any(key_start_ms(k) == T0 for k in sim.store if k != META_KEY)
 
 
+def test_closing_writes_only_the_watermark_and_a_restore_derives_closed_from_it() -> None:
+    sim = Sim()
+    sim.feed(offsets([ev(T0 + i, i) for i in range(30)]))  # one open window, written open
+    (window_key,) = (k for k in sim.store if k != META_KEY)
+    stored_open = sim.store[window_key]
+    out = sim.engine.step([(30, ev(T0 + 2 * BIN + 120_000, 1, cip="y"))], {}, NOW)
+    assert window_key not in out.writes  # closed by the watermark, not rewritten
+    assert META_KEY in out.writes and list(out.writes)[0] == META_KEY
+    assert [a["Phase"] for a in out.alerts] == ["final"]
+    sim._write(encode_writes(out.writes), out.expire_before_ms)
+    assert sim.store[window_key] == stored_open  # its stored flag still says open
+    sim.crash()  # the restore must not reopen it: it ends before the stored watermark
+    assert window_key not in sim.engine.open
+    sim.feed([(31, ev(T0 + 5, 999))])  # a late event finds it closed: a late revision, all counted
+    late = sim.published[-1]
+    assert (late["Phase"], late["Revision"], late["portCount"]) == ("late", 63, 31)
+
+
 def test_late_window_that_never_existed_is_born_closed() -> None:
     sim = Sim()
     sim.feed([(0, ev(T0 + 3 * BIN, 1, cip="w"))])  # watermark = T0 + 3 bins - grace
