@@ -137,7 +137,7 @@ def test_closing_writes_only_the_watermark_and_a_restore_derives_closed_from_it(
     stored_open = sim.store[window_key]
     out = sim.engine.step([(30, ev(T0 + 2 * BIN + 120_000, 1, cip="y"))], {}, NOW)
     assert window_key not in out.writes  # closed by the watermark, not rewritten
-    assert META_KEY in out.writes and list(out.writes)[0] == META_KEY
+    assert next(iter(out.writes)) == META_KEY
     assert [a["Phase"] for a in out.alerts] == ["final"]
     sim._write(encode_writes(out.writes), out.expire_before_ms)
     assert sim.store[window_key] == stored_open  # its stored flag still says open
