@@ -247,6 +247,17 @@ def wait_assigned(ctx: Ctx, group: str, worker: Worker, timeout: float = 90) -> 
     wait_until(stable, timeout, "partition assignment", worker, poll=0.25)
 
 
+def group_members_with(ctx: Ctx, group: str, topic: str) -> int:
+    """How many members of a stable consumer group hold partitions of `topic` (0 while rebalancing)."""
+    try:
+        desc = ctx.admin.describe_consumer_groups([group])[group].result(timeout=5)
+    except Exception:
+        return 0
+    if not str(desc.state).endswith("STABLE"):
+        return 0
+    return sum(any(tp.topic == topic for tp in m.assignment.topic_partitions) for m in desc.members)
+
+
 # ------------------------------------------------------------------------------------------- steps
 
 
@@ -332,37 +343,63 @@ def step_naive(ctx: Ctx, topic: str, expected: Expected) -> Step:
     return Step("naive faust (per-event windowed set RMW)", result["events"], result["seconds"], ok, note)
 
 
-def step_ours(ctx: Ctx, name: str, topic: str, expected: Expected, env: dict[str, str]) -> tuple[Step, float]:
-    """`iis-portscan worker` on a filled topic, from its first event to the last alert; peak RSS."""
+def step_ours(
+    ctx: Ctx, name: str, topic: str, expected: Expected, env: dict[str, str], workers: int = 1
+) -> tuple[Step, float]:
+    """`iis-portscan worker` on a filled topic, from its first event to the last alert; peak RSS (of the
+    largest process). With `workers` > 1, that many worker processes in one consumer group (scale-out)."""
     alerts = ctx.topic(f"{name}-alerts")
     reader = AlertReader(ctx.brokers, alerts)
-    worker = Worker(
-        ctx,
-        name,
-        {
-            "PORTSCAN_INPUT_TOPIC": topic,
-            "PORTSCAN_ALERT_TOPIC": alerts,
-            "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
-            **env,
-        },
-    )
+    common = {
+        "PORTSCAN_INPUT_TOPIC": topic,
+        "PORTSCAN_ALERT_TOPIC": alerts,
+        "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
+        "PORTSCAN_APP_ID": f"{ctx.prefix}-{name}",
+        **env,
+    }
+    procs = [Worker(ctx, name if workers == 1 else f"{name}-{i}", common) for i in range(workers)]
+    first_worker = procs[0]
+
+    def events() -> int:
+        return sum(w.events() for w in procs)
+
+    def check_alive() -> bool:
+        for w in procs[1:]:
+            if not w.alive():
+                raise w.fail("exited")
+        return True
+
     try:
-        first = wait_until(lambda: worker.events() > 0, 120, "the first event", worker, poll=0.02)
-        done = wait_until(lambda: worker.events() >= expected.events, 1800, "every event", worker, poll=0.05)
+        first = wait_until(lambda: check_alive() and events() > 0, 120, "the first event", first_worker, 0.02)
+        counted_from = 0
+        if workers > 1:  # measure once every worker holds input partitions: not the joining rebalances
+            group = common["PORTSCAN_APP_ID"]
+            first = wait_until(
+                lambda: check_alive() and group_members_with(ctx, group, topic) >= workers,
+                300,
+                f"{workers} workers sharing the input",
+                first_worker,
+                0.1,
+            )
+            counted_from = events()
+        done = wait_until(
+            lambda: check_alive() and events() >= expected.events, 1800, "every event", first_worker, 0.05
+        )
         missing = lambda: expected.alert_ids - reader.first_seen.keys()  # noqa: E731
         try:
-            wait_until(lambda: not missing(), 30, "every expected alert", worker)
+            wait_until(lambda: not missing(), 30, "every expected alert", first_worker)
         except RuntimeError:
             pass  # reported as FAIL below
         last_alert = max(
             (reader.first_seen[a] for a in expected.alert_ids if a in reader.first_seen), default=done
         )
         end = max(done, last_alert)
-        rss = worker.peak_rss_mb()
-        dead = worker.dead_letters()
+        rss = max(w.peak_rss_mb() for w in procs)
+        dead = sum(w.dead_letters() for w in procs)
         got = set(reader.first_seen)
     finally:
-        worker.stop()
+        for w in procs:
+            w.stop()
         reader.close()
     extra = got - expected.alert_ids
     ok = not missing() and not extra and dead == 0
@@ -370,7 +407,11 @@ def step_ours(ctx: Ctx, name: str, topic: str, expected: Expected, env: dict[str
         f"{len(got & expected.alert_ids)}/{len(expected.alert_ids)} alerts as replay, {len(extra)} extra, "
         f"{dead} dead letters, peak RSS {rss:.0f} MB"
     )
-    return Step(f"ours: worker, {name}", expected.events, end - first, ok, note), rss
+    label = f"ours: worker, {name}"
+    if workers > 1:
+        label = f"ours: {workers} workers, {name}, no standby"
+        note += f"; measured after the group settled, from event {counted_from:,}"
+    return Step(label, expected.events - counted_from, end - first, ok, note), rss
 
 
 @dataclass
@@ -564,7 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
-        "--skip", default="", help="comma-separated steps to skip: naive,redis,latency,memory"
+        "--skip", default="", help="comma-separated steps to skip: naive,redis,scale,latency,memory"
+    )
+    parser.add_argument(
+        "--scale-workers",
+        type=int,
+        default=2,
+        help="worker processes of the scale-out step (one consumer group, RocksDB)",
     )
     parser.add_argument("--brokers", default=os.environ.get("PORTSCAN_BROKERS", "127.0.0.1:9092"))
     parser.add_argument(
@@ -624,6 +671,22 @@ def main(argv: list[str] | None = None) -> int:
             red, _ = step_ours(ctx, "redis", main_topic, expected, {"PORTSCAN_STORE": args.redis_url})
             steps.append(red)
             results["ours_redis_eps"] = round(red.eps)
+        if "scale" not in skip and args.scale_workers > 1:
+            n = args.scale_workers
+            log(f"ours: {n} workers in one group, RocksDB store")
+            # No standby replicas here: faust applies a standby's changelog one record at a time, which
+            # costs each worker about as much as its own processing (see the README's benchmark notes).
+            scaled, _ = step_ours(
+                ctx,
+                "rocksdb-scaled",
+                main_topic,
+                expected,
+                {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_STANDBY_REPLICAS": "0"},
+                workers=n,
+            )
+            steps.append(scaled)
+            results["ours_rocksdb_scaled_eps"] = round(scaled.eps)
+            results["scaled_workers"] = n
         results["ratio_vs_limit"] = round(rocks.eps / limit.eps, 3) if limit.eps else None
         if results.get("naive_faust_eps"):
             results["ratio_vs_naive"] = round(rocks.eps / results["naive_faust_eps"], 1)
