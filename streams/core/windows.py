@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import orjson
 
+START_DIGITS = 13  # a store key starts with its window start, zero-padded to this many digits
+
 
 class WindowKey(NamedTuple):
     """The rule's group: `bin(TimeGenerated, 10m), cIP, Computer, sIP`.
@@ -30,10 +32,10 @@ def encode_key(key: WindowKey) -> bytes:
 
 
 def decode_key(data: bytes) -> WindowKey:
-    cip, computer, sip = orjson.loads(data[13:])
-    return WindowKey(int(data[:13]), cip, computer, sip)
+    cip, computer, sip = orjson.loads(data[START_DIGITS:])
+    return WindowKey(int(data[:START_DIGITS]), cip, computer, sip)
 
 
 def key_start_ms(data: bytes) -> int:
     """The window start of a store key, without decoding the rest."""
-    return int(data[:13])
+    return int(data[:START_DIGITS])

@@ -1,13 +1,16 @@
 """Redis state: window records shared by all workers of an app, so a worker needs no local disk.
 
 Layout per app and partition (prefix `iis-portscan:{app_id}:{partition}:`):
-- `w:<window key>` the window record (see core.engine.WindowRecord), with a TTL;
+- `b:<window start>` a hash of the records of the windows starting then (field: window key, value: the
+  record, see core.engine.WindowRecord), with a TTL. One HSET per window start per checkpoint, not one
+  SET per window: redis-py spends tens of microseconds of Python on every command it builds, which made
+  per-window commands the Redis store's bottleneck;
 - `meta` the partition's watermark record;
-- `idx` a sorted set of window keys scored by window start: restore lists a partition's windows and
-  retention deletes by score, without SCAN.
-Every batch is one MULTI/EXEC round trip, so a batch's records (each with the offset of the last
-event applied to it) and the watermark change together or not at all. Keys expire after the
-retention plus a bin (wall clock) as a backstop; event-time retention deletes them earlier.
+- `idx` a sorted set of the window starts that have a hash: restore lists a partition's hashes and
+  retention deletes whole hashes by score, without SCAN.
+Every checkpoint is one MULTI/EXEC round trip, so its records (each with the offset of the last event
+applied to it) and the watermark change together or not at all. Keys expire after the retention plus
+a bin (wall clock, from their last write) as a backstop; event-time retention deletes them earlier.
 
 Redis must persist (AOF) for state to survive a Redis restart; the worker waits and retries with
 backoff while Redis is unreachable.
@@ -25,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.engine import META_KEY
-from streams.core.windows import key_start_ms
+from streams.core.windows import START_DIGITS
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
@@ -63,6 +66,19 @@ class RedisStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
 
+    @staticmethod
+    def _by_bin(keys: Iterable[bytes]) -> dict[bytes, list[bytes]]:
+        """Window keys grouped by their window start (the key's prefix): one hash each."""
+        groups: dict[bytes, list[bytes]] = {}
+        for key in keys:
+            start = key[:START_DIGITS]
+            group = groups.get(start)
+            if group is None:
+                groups[start] = [key]
+            else:
+                group.append(key)
+        return groups
+
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
         p = self._p(partition)
 
@@ -71,25 +87,30 @@ class RedisStore:
             meta = await self.client.get(p + b"meta")
             if meta is not None:
                 out.append((META_KEY, meta))
-            keys = await self.client.zrange(p + b"idx", 0, -1)
-            for i in range(0, len(keys), CHUNK):
-                chunk = keys[i : i + CHUNK]
-                values = await self.client.mget([p + b"w:" + k for k in chunk])
-                out.extend((k, v) for k, v in zip(chunk, values) if v is not None)
+            starts = await self.client.zrange(p + b"idx", 0, -1)
+            for i in range(0, len(starts), CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                for start in starts[i : i + CHUNK]:
+                    pipe.hgetall(p + b"b:" + start)
+                for fields in await pipe.execute():
+                    out.extend(fields.items())
             return out
 
         return await self._retry(f"load partition {partition}", op)
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
-        wanted = list(keys)
+        groups = list(self._by_bin(keys).items())
         p = self._p(partition)
 
         async def op() -> dict[bytes, bytes | None]:
             out: dict[bytes, bytes | None] = {}
-            for i in range(0, len(wanted), CHUNK):
-                chunk = wanted[i : i + CHUNK]
-                values = await self.client.mget([p + b"w:" + k for k in chunk])
-                out.update(zip(chunk, values))
+            if not groups:
+                return out
+            pipe = self.client.pipeline(transaction=False)  # one round trip
+            for start, wanted in groups:
+                pipe.hmget(p + b"b:" + start, wanted)
+            for (_, wanted), values in zip(groups, await pipe.execute()):
+                out.update(zip(wanted, values))
             return out
 
         return await self._retry(f"read partition {partition}", op)
@@ -104,15 +125,22 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=True)  # one round trip, all or nothing
             for partition, items in changes.items():
                 p = self._p(partition)
-                scores: dict[bytes, int] = {}
+                bins: dict[bytes, dict[bytes, bytes]] = {}
                 for key, value in items.items():
                     if key == META_KEY:
-                        pipe.set(p + b"meta", value)
-                    else:
-                        pipe.set(p + b"w:" + key, value, px=ttl)
-                        scores[key] = key_start_ms(key)
-                if scores:
-                    pipe.zadd(p + b"idx", scores)
+                        pipe.set(p + b"meta", value)  # first: the engine's order
+                        continue
+                    start = key[:START_DIGITS]
+                    fields = bins.get(start)
+                    if fields is None:
+                        fields = bins[start] = {}
+                    fields[key] = value
+                for start, fields in bins.items():
+                    bucket = p + b"b:" + start
+                    pipe.hset(bucket, mapping=fields)
+                    pipe.pexpire(bucket, ttl)
+                if bins:
+                    pipe.zadd(p + b"idx", {start: int(start) for start in bins})
                     pipe.pexpire(p + b"idx", ttl)
             await pipe.execute()
 
@@ -122,15 +150,18 @@ class RedisStore:
         p = self._p(partition)
 
         async def op() -> int:
-            keys = await self.client.zrangebyscore(p + b"idx", "-inf", f"({before_start_ms}")
-            if not keys:
+            starts = await self.client.zrangebyscore(p + b"idx", "-inf", f"({before_start_ms}")
+            if not starts:
                 return 0
+            buckets = [p + b"b:" + start for start in starts]
             pipe = self.client.pipeline(transaction=True)
-            for i in range(0, len(keys), CHUNK):
-                pipe.delete(*[p + b"w:" + k for k in keys[i : i + CHUNK]])
+            for bucket in buckets:
+                pipe.hlen(bucket)
+            for i in range(0, len(buckets), CHUNK):
+                pipe.delete(*buckets[i : i + CHUNK])
             pipe.zremrangebyscore(p + b"idx", "-inf", f"({before_start_ms}")
-            await pipe.execute()
-            return len(keys)
+            replies = await pipe.execute()
+            return int(sum(replies[: len(buckets)]))
 
         return await self._retry(f"expire partition {partition}", op)
 
