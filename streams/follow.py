@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError
 from streams.settings import Settings
 
 HEADER = (
-    f"{'phase':<6} {'rev':>3} {'TimeGenerated':<24} {'cIP':<16} {'Computer':<22} {'sIP':<12} {'ports':>5} "
+    f"{'phase':<6} {'rev':>5} {'TimeGenerated':<24} {'cIP':<16} {'Computer':<22} {'sIP':<12} {'ports':>5} "
     f"{'distinct':>8} {'conns':>6}"
 )
 
