@@ -6,10 +6,12 @@ at ~14,000 messages/s, whatever the agent does. This consumer keeps all of faust
 (group membership, assignment, table recovery, flow control, offset commits from acks) and changes
 two things:
 
-- messages of topics that have a batch handler are collected per fetch and given to the handler as
-  one list; the handler acknowledges them (`consumer.ack`) when their effect is durable, which may be
-  a later checkpoint, and faust commits acknowledged offsets as it does for an agent's events.
-  Messages of every other topic (changelogs during recovery, ...) go the usual way;
+- records of topics that have a batch handler go to the handler as one fetch: aiokafka's records per
+  topic partition, in offset order, without faust's `Message` objects (with an empty handler that
+  took the worker from 118,000 to 426,000 records/s). The handler acknowledges them by offset
+  (`ack_through`) when their effect is durable, which may be a later checkpoint; faust commits the
+  offset after it (`_new_offset`). Records of every other topic (changelogs during recovery and
+  standby, ...) go faust's usual per-message way;
 - the fetch wait: faust fixes aiokafka's `fetch_max_wait_ms` at 1500 ms. We measured a worker fed
   8,000 events/s idle for ~1 s at a time between fetches with data waiting on the broker (early-alert
   p50 1.2 s); the app's `fetch_wait_ms` (default 100 ms) bounds that wait.
