@@ -411,6 +411,8 @@ def step_ours(
     if workers > 1:
         label = f"ours: {workers} workers, {name}, no standby"
         note += f"; measured after the group settled, from event {counted_from:,}"
+        if counted_from > expected.events // 2:
+            note += " (most events went before the group settled: raise --events for a steady rate)"
     return Step(label, expected.events - counted_from, end - first, ok, note), rss
 
 
