@@ -111,19 +111,17 @@ class BatchingConsumer(AIOKafkaConsumer):
                         tp_records = [r for r in tp_records if r.offset >= r_offset]
                         if not tp_records:
                             continue
-                    handler_topic = tp.topic in handlers
-                    if handler_topic:
+                    if tp.topic in handlers:
                         batches.setdefault(tp.topic, {})[tp] = tp_records
-                    else:
-                        for record in tp_records:
-                            offset = record.offset
-                            r_offset = get_read_offset(tp)
-                            if r_offset and offset - r_offset > 1 and acks_enabled_for(tp.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)  # compacted, aborted
-                            await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                    if handler_topic:
                         set_read_offset(tp, tp_records[-1].offset)
+                        continue
+                    for record in tp_records:
+                        offset = record.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset and offset - r_offset > 1 and acks_enabled_for(tp.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)  # compacted, aborted
+                        await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -190,14 +190,10 @@ class Processor:
                 append((pos, event))
                 from_message(msg)
                 continue
-            for index, record in decode_records(msg.value):
-                result = record if isinstance(record, ParseError) else event_from_record(record)
-                if isinstance(result, ParseError):
-                    dead.append(self._dead(result, msg, index, now))
-                    continue
+            for index, _, event in self._decoded(msg, now, dead):
                 if index is not None:
                     in_envelope[len(batch)] = index
-                append((pos | (index or 0), result))
+                append((pos | (index or 0), event))
                 from_message(msg)
         self.metrics.counts["messages"] += len(msgs)
         self.metrics.counts["events"] += len(batch)
@@ -306,6 +302,28 @@ class Processor:
                 return int(headers[H_PARTITION]), (int(headers[H_OFFSET]) << SEQ_SHIFT) | int(raw_index)
         return partition, msg.offset << SEQ_SHIFT
 
+    def _decoded(
+        self, msg: Any, now: int, dead: list[tuple[bytes, dict[str, Any]]]
+    ) -> Iterator[tuple[int | None, Any, IISEvent]]:
+        """(index in the envelope or None, decoded record, event) of each valid record of a message
+        that `single_event` did not take (envelopes, bad input); bad records go to `dead`."""
+        for index, record in decode_records(msg.value):
+            result = record if isinstance(record, ParseError) else event_from_record(record)
+            if isinstance(result, ParseError):
+                dead.append(self._dead(result, msg, index, now))
+            else:
+                yield index, record, result
+
+    @staticmethod
+    def _forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
+        """Where a forwarded record came from (see `_source`)."""
+        return [
+            (H_TOPIC, msg.topic.encode()),
+            (H_PARTITION, str(msg.partition).encode()),
+            (H_OFFSET, str(msg.offset).encode()),
+            (H_INDEX, b"" if index is None else str(index).encode()),
+        ]
+
     @staticmethod
     def _dead(error: ParseError, msg: Any, index: int | None, now: int) -> tuple[bytes, dict[str, Any]]:
         headers = dict(msg.headers or ())
@@ -332,19 +350,14 @@ class Processor:
         send = self.publisher.producer.send
         routed = 0
         for msg in (msg for records in fetch.values() for msg in records):
-            for index, record in decode_records(msg.value):
-                result = record if isinstance(record, ParseError) else event_from_record(record)
-                if isinstance(result, ParseError):
-                    dead.append(self._dead(result, msg, index, now))
-                    continue
+            event = single_event(msg.value)
+            if event is not None:  # the hot path: one valid record, forwarded as it came
+                send(by_key_topic, routing_key(event), msg.value, headers=self._forward_headers(msg, None))
+                routed += 1
+                continue
+            for index, record, event in self._decoded(msg, now, dead):
                 value = msg.value if index is None else orjson.dumps(record)
-                headers = [
-                    (H_TOPIC, msg.topic.encode()),
-                    (H_PARTITION, str(msg.partition).encode()),
-                    (H_OFFSET, str(msg.offset).encode()),
-                    (H_INDEX, b"" if index is None else str(index).encode()),
-                ]
-                send(by_key_topic, routing_key(result), value, headers=headers)
+                send(by_key_topic, routing_key(event), value, headers=self._forward_headers(msg, index))
                 routed += 1
         self.metrics.counts["routed"] += routed
         for _, record in dead:

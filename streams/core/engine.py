@@ -270,10 +270,11 @@ class PartitionEngine:
             if key == META_KEY:
                 continue
             rec = WindowRecord.from_bytes(data)
-            if not rec.closed and key_start_ms(key) + bin_ms > watermark:  # see `_advance`
+            start = key_start_ms(key)
+            if not rec.closed and start + bin_ms > watermark:  # see `_advance`
                 if type(rec._sets) is tuple:
                     rec._sets = share(rec._sets)
-                self._admit(key, key_start_ms(key), rec)
+                self._admit(key, start, rec)
 
     def _admit(self, key: bytes, start_ms: int, rec: WindowRecord) -> None:
         self.open[key] = rec

@@ -28,7 +28,7 @@ class MemoryStore:
         return {k: part.get(k) for k in keys}
 
     async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        self._part(partition).update(items)
+        await self.write_partitions({partition: items})
 
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         for partition, items in changes.items():

@@ -125,19 +125,13 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=True)  # one round trip, all or nothing
             for partition, items in changes.items():
                 p = self._p(partition)
-                bins: dict[bytes, dict[bytes, bytes]] = {}
-                for key, value in items.items():
-                    if key == META_KEY:
-                        pipe.set(p + b"meta", value)  # first: the engine's order
-                        continue
-                    start = key[:START_DIGITS]
-                    fields = bins.get(start)
-                    if fields is None:
-                        fields = bins[start] = {}
-                    fields[key] = value
-                for start, fields in bins.items():
+                meta = items.get(META_KEY)
+                if meta is not None:
+                    pipe.set(p + b"meta", meta)
+                bins = self._by_bin(key for key in items if key != META_KEY)
+                for start, keys in bins.items():
                     bucket = p + b"b:" + start
-                    pipe.hset(bucket, mapping=fields)
+                    pipe.hset(bucket, mapping={key: items[key] for key in keys})
                     pipe.pexpire(bucket, ttl)
                 if bins:
                     pipe.zadd(p + b"idx", {start: int(start) for start in bins})

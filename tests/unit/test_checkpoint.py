@@ -10,32 +10,38 @@ from hypothesis import strategies as st
 
 from streams.core.batch import detect
 from streams.core.checkpoint import PendingWrites
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StepResult, StreamParams, WindowRecord
+from streams.core.engine import META_KEY, Meta, StepResult, StreamParams, WindowRecord
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.windows import key_start_ms
-from tests.unit.test_engine import BIN, NOW, T0, ev, offsets, view
+from tests.unit.test_engine import (
+    BIN,
+    CRASH_PARAMS,
+    NOW,
+    T0,
+    Sim,
+    ev,
+    offsets,
+    scenario,
+    seeded_scenario,
+    view,
+)
 
-PARAMS = StreamParams(rule=RuleParams(threshold=8), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12)
 
-
-class CheckpointSim:
+class CheckpointSim(Sim):
     """What the processor does: steps add to PendingWrites; a checkpoint drains them into the store
     and commits the input position; a crash loses the engine, the pending writes and the uncommitted
     input."""
 
-    def __init__(self, params: StreamParams = PARAMS) -> None:
-        self.params = params
-        self.store: dict[bytes, bytes] = {}
-        self.published: list[dict[str, object]] = []
-        self.restart()
-
-    def restart(self) -> None:
-        self.engine = PartitionEngine(self.params, Meta.from_bytes(self.store.get(META_KEY)), NOW)
-        self.engine.restore(self.store.items())
+    def __init__(self, params: StreamParams = CRASH_PARAMS) -> None:
+        super().__init__(params)
         self.pending = PendingWrites()
 
-    def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW) -> None:
+    def crash(self) -> None:
+        super().crash()
+        self.pending = PendingWrites()
+
+    def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW, write: bool = True) -> None:
+        """A step whose writes wait in `pending` for the next checkpoint (`write` is Sim's: unused)."""
         loaded: dict[bytes, bytes | WindowRecord | None] = {}
         for key in self.engine.keys_to_load(batch):
             held = self.pending.get(key)
@@ -51,19 +57,8 @@ class CheckpointSim:
 
     def checkpoint(self) -> int:
         writes, expire_before = self.pending.drain()
-        self.store.update(writes)
-        if expire_before is not None:
-            for k in [k for k in self.store if k != META_KEY and key_start_ms(k) < expire_before]:
-                del self.store[k]
+        self._write(writes, expire_before)
         return len(writes)
-
-    def latest(self) -> dict[str, dict[str, object]]:
-        out: dict[str, dict[str, object]] = {}
-        for a in self.published:
-            cur = out.get(str(a["AlertId"]))
-            if cur is None or int(a["Revision"]) >= int(cur["Revision"]):  # type: ignore[call-overload]
-                out[str(a["AlertId"])] = a
-        return out
 
 
 def run_with_checkpoints(
@@ -81,7 +76,7 @@ def run_with_checkpoints(
         pos += size
         if crashes > 0 and rnd.random() < 0.2:  # crash: everything since the last checkpoint is lost
             crashes -= 1
-            sim.restart()
+            sim.crash()
             pos = committed
             continue
         if rnd.random() < 0.3:  # a checkpoint, then the input offset is committed
@@ -89,16 +84,12 @@ def run_with_checkpoints(
             committed = pos
     sim.tick(NOW + 10 * BIN)
     sim.checkpoint()
-    assert view(sim.latest().values()) == view(detect(events, PARAMS.rule))
+    assert view(sim.latest().values()) == view(detect(events, CRASH_PARAMS.rule))
     return sim
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 3 * BIN), st.integers(1, 20), st.sampled_from(["a", "b", "c"])),
-        min_size=1,
-        max_size=300,
-    ),
+    scenario,
     st.randoms(use_true_random=False),
     st.lists(st.integers(1, 60), min_size=1, max_size=8),
     st.integers(0, 3),
@@ -111,9 +102,7 @@ def test_checkpointed_state_equals_replay_for_any_batching_and_crashes(
 
 @pytest.mark.parametrize("seed", range(25))
 def test_seeded_checkpoint_crash_scenarios_equal_replay(seed: int) -> None:
-    rnd = random.Random(seed)
-    rows = [(rnd.randrange(4 * BIN), rnd.randint(1, 40), rnd.choice("abc")) for _ in range(400)]
-    run_with_checkpoints(rows, rnd, [rnd.randint(1, 50) for _ in range(5)], 4)
+    run_with_checkpoints(*seeded_scenario(seed))
 
 
 def test_a_window_changed_by_many_steps_is_written_once_with_its_latest_state() -> None:

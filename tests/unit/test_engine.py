@@ -217,19 +217,27 @@ def test_latest_revision_equals_replay_for_any_order_batching_and_crashes(
     check_against_replay(rows, rnd, sizes, crashes)
 
 
-@pytest.mark.parametrize("seed", range(25))
-def test_seeded_crash_scenarios_equal_replay(seed: int) -> None:
+def seeded_scenario(seed: int) -> tuple[list[tuple[int, int, str]], random.Random, list[int], int]:
+    """(rows, rng, batch sizes, crashes) of a reproducible crash scenario."""
     rnd = random.Random(seed)
     rows = [(rnd.randrange(4 * BIN), rnd.randint(1, 40), rnd.choice("abc")) for _ in range(400)]
-    check_against_replay(rows, rnd, [rnd.randint(1, 50) for _ in range(5)], 4)
+    return rows, rnd, [rnd.randint(1, 50) for _ in range(5)], 4
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_seeded_crash_scenarios_equal_replay(seed: int) -> None:
+    check_against_replay(*seeded_scenario(seed))
+
+
+CRASH_PARAMS = StreamParams(
+    rule=RuleParams(threshold=8), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12
+)
 
 
 def check_against_replay(
     rows: list[tuple[int, int, str]], rnd: random.Random, sizes: list[int], crashes: int
 ) -> None:
-    params = StreamParams(
-        rule=RuleParams(threshold=8), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12
-    )
+    params = CRASH_PARAMS
     events = [ev(T0 + t, port, cip=c) for t, port, c in rows]
     rnd.shuffle(events)  # arrival order is not event-time order
     sim = Sim(params)
