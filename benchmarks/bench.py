@@ -538,6 +538,63 @@ def step_memory(ctx: Ctx, keys: int) -> tuple[Step, float]:
     return step, rss
 
 
+def hostile_scanners(
+    scanners: int, requests: int, value_bytes: int, bin_start_ms: int
+) -> Iterator[dict[str, Any]]:
+    """`scanners` clients in one bin, each sending `requests` requests to as many ports, every one with
+    a unique user agent, query and user name of `value_bytes`: the most state a client can make a
+    window hold (each set at its 2 x cap values of --max-value-bytes between checkpoints)."""
+    step = 600_000 // (scanners * requests)
+    pad = "x" * value_bytes
+    for n in range(scanners * requests):
+        i, r = divmod(n, scanners)
+        unique = f"{r:04d}-{i:05d}-{pad}"
+        yield {
+            "TimeGenerated": format_iso_ms(bin_start_ms + n * step),
+            "Computer": "WEB01.contoso.local",
+            "sIP": "10.0.0.11",
+            "sPort": 1000 + i,
+            "cIP": f"203.0.{r >> 8 & 255}.{r & 255}",
+            "csMethod": "GET",
+            "csUriQuery": unique,
+            "csUserName": unique,
+            "sSiteName": "W3SVC1",
+            "csUserAgent": unique,
+            "scStatus": "404",
+            "scSubStatus": "0",
+            "scWin32Status": "2",
+            "Type": "W3CIISLog",
+        }
+
+
+def idle_rss_mb(ctx: Ctx) -> float:
+    """Peak RSS of a worker that started on an empty topic and consumed nothing: the baseline."""
+    topic = ctx.topic("idle-in")
+    worker = Worker(ctx, "idle", {"PORTSCAN_INPUT_TOPIC": topic, "PORTSCAN_ALERT_TOPIC": f"{topic}-alerts"})
+    try:
+        wait_until(lambda: "iis_portscan_partitions" in worker.metrics(), 120, "an idle worker", worker, 0.2)
+        time.sleep(3)
+        return worker.peak_rss_mb()
+    finally:
+        worker.stop()
+
+
+def step_memory_hostile(ctx: Ctx, scanners: int, baseline_rss: float) -> tuple[Step, float]:
+    """Memory under hostile cardinality: windows whose sets hold the most a client can put in them."""
+    now_ms = int(time.time() * 1000)
+    bin_start_ms = now_ms - now_ms % 600_000 - 3_600_000
+    requests, value_bytes = 300, 1500  # 300 distinct values per set > 2 x cap; values cut to 1 KiB
+    topic = ctx.topic("hostile-in")
+    log(f"memory: {scanners} scanners x {requests} requests with unique {value_bytes}-byte values")
+    records = hostile_scanners(scanners, requests, value_bytes, bin_start_ms)
+    (expected,), _ = fill(ctx.brokers, [(topic, 0)], records, RuleParams())
+    step, rss = step_ours(ctx, "hostile", topic, expected, {})
+    per_window_kb = max(0.0, rss - baseline_rss) * 1024 / scanners
+    step.name = f"ours: rocksdb, {scanners} hostile windows"
+    step.note += f"; ~{per_window_kb:,.0f} KB per hostile window over the idle worker"
+    return step, rss
+
+
 # ------------------------------------------------------------------------------------------- report
 
 
@@ -603,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         "--naive-events", type=int, default=100_000, help="events the naive faust agent reads"
     )
     parser.add_argument("--keys", type=int, default=1_000_000, help="distinct client IPs in one bin (memory)")
+    parser.add_argument(
+        "--hostile-scanners", type=int, default=200, help="windows filled with unique long values (memory)"
+    )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
@@ -714,6 +774,10 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(mem)
             results["peak_rss_mb_1m_keys"] = round(mem_rss)
             results["keys"] = args.keys
+            hostile, hostile_rss = step_memory_hostile(ctx, args.hostile_scanners, idle_rss_mb(ctx))
+            steps.append(hostile)
+            results["peak_rss_mb_hostile"] = round(hostile_rss)
+            results["hostile_windows"] = args.hostile_scanners
         results["checks_ok"] = all(s.ok for s in steps)
         results["steps"] = [
             {

@@ -79,6 +79,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         source = app.topic(repartition_topic(settings), partitions=partitions, internal=True, **RAW)
 
     producer = AsyncProducer(settings.brokers)
+    app.stopping_hooks.append(producer.abort)  # a stopping worker waits for a frozen broker briefly
     store: WindowStore
     if settings.store.startswith("rocksdb"):
         from streams.state.rocksdb import RocksTableStore
@@ -96,19 +97,23 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     else:
         from streams.state.redis import RedisStore
 
-        ttl = settings.retention + settings.bin + settings.grace
-        store = RedisStore(settings.store, settings.app_id, ttl)
+        redis_store = RedisStore(settings.store, settings.app_id, settings.redis_ttl)
+        app.stopping_hooks.append(redis_store.abort)  # a stopping worker does not wait for Redis
+        store = redis_store
 
     def acknowledge(done: dict[Any, int]) -> None:
         """Mark input as done through these offsets: faust commits the offsets after them."""
         app.consumer.ack_through(done)
 
+    metrics = Metrics()
     processor = Processor(
         settings.stream_params(),
         store,
-        Publisher(producer, settings.alert_topic, settings.dlq_topic),
+        Publisher(producer, settings.alert_topic, settings.dlq_topic, metrics),
         acknowledge,
         checkpoint_ms=settings.checkpoint_interval,
+        metrics=metrics,
+        trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
     )
     app.before_consumer_stop.append(processor.close)
 
@@ -151,6 +156,10 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         await processor.drop(tp.partition for tp in revoked if tp.topic == source.get_topic_name())
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        processor.assign(tp.partition for tp in assigned if tp.topic == source.get_topic_name())
 
     if settings.web_port > 0:
 

@@ -30,6 +30,8 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
+from streams.errors import JobError
+
 log = logging.getLogger("iis-portscan")
 
 BatchHandler = Callable[[dict[TP, Sequence[Any]]], Awaitable[None]]
@@ -128,6 +130,12 @@ class BatchingConsumer(AIOKafkaConsumer):
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
+        except JobError as exc:
+            if exc.retriable and self.transport.app.should_stop:
+                log.warning("stopping with input not checkpointed (it will be read again): %s", exc)
+                return
+            log.error("%s", exc)
+            raise
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 log.info("consumer stopped, shutting down")
@@ -145,20 +153,26 @@ class BatchingConsumer(AIOKafkaConsumer):
 
 
 class App(faust.App):
-    """A faust.App whose consumer is a BatchingConsumer; register handlers in `batch_handlers`, and
-    coroutines to run before the consumer stops (while tables are open) in `before_consumer_stop`."""
+    """A faust.App whose consumer is a BatchingConsumer; register handlers in `batch_handlers`,
+    functions that tell the job's clients to stop waiting for their services in `stopping_hooks`,
+    and coroutines to run before the consumer stops (while tables are open) in `before_consumer_stop`."""
 
     def __init__(self, *args: Any, fetch_wait_ms: int = 1500, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_handlers: dict[str, BatchHandler] = {}
+        self.stopping_hooks: list[Callable[[], None]] = []
         self.before_consumer_stop: list[Callable[[], Awaitable[None]]] = []
         self.fetch_wait_ms = fetch_wait_ms
 
     async def _stop_consumer(self) -> None:
+        for stopping in self.stopping_hooks:  # first: a handler waiting for Redis would hold the lock
+            stopping()
         for hook in self.before_consumer_stop:
             try:
                 await hook()
-            except Exception as exc:  # the input is replayed from the last commit: log, stop anyway
+            except JobError as exc:  # the input since the last checkpoint is read again: stop anyway
+                log.warning("no checkpoint at shutdown (input since the last one is read again): %s", exc)
+            except Exception as exc:
                 log.exception("before stopping the consumer: %r", exc)
         await super()._stop_consumer()
 

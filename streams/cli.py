@@ -11,7 +11,7 @@ from streams import __version__
 from streams.settings import ConfigError, Settings
 from streams.sources import SourceOptions
 
-RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus")
+RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
 KAFKA_SETTINGS = ("brokers", "app_id", "input_topic", "alert_topic", "dlq_topic")
 TOPIC_SETTINGS = (*KAFKA_SETTINGS, "input_keyed", "partitions", "replication", "store", "retention")
 WORKER_SETTINGS = Settings.names()

@@ -6,22 +6,56 @@ librdkafka batches and sends in C threads; we only enqueue, then wait for every 
 a batch at once (`deliver`), without blocking the event loop. A failed delivery raises: the batch is not
 acknowledged, so its input is read again after the restart (at-least-once; alerts carry stable ids
 and state records carry positions, so a repeat is harmless).
+
+Except for records the broker will never take, whatever the retries (too large, invalid): replaying
+their input would make the same record and fail again, a crash loop that the client being detected
+could cause at will. Those are refused, not raised: each goes to `on_refused` (the worker turns it into
+a dead letter), and the rest of the batch is delivered as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.errors import JobError
 
 Headers = Sequence[tuple[str, bytes]]
+# Errors that no retry or restart can cure: the record itself is refused.
+PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+    }
+)
 
 
-class DeliveryError(RuntimeError):
-    """Records the broker did not acknowledge."""
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record the broker (or the client, before sending it) refused for good, and why."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    error: KafkaError
+
+
+def _ignore(refused: Refused) -> None:
+    return None
+
+
+class DeliveryError(JobError):
+    """Records the broker did not acknowledge (in time)."""
+
+    retriable = True
 
 
 def producer_config(brokers: str, linger_ms: int = 5) -> dict[str, Any]:
@@ -46,17 +80,33 @@ class AsyncProducer:
     records the changelog offset it has written up to, as faust's table does).
     """
 
-    def __init__(self, brokers: str, linger_ms: int = 5) -> None:
+    def __init__(
+        self, brokers: str, linger_ms: int = 5, on_refused: Callable[[Refused], None] = _ignore
+    ) -> None:
         self._producer = Producer(producer_config(brokers, linger_ms))
         self._errors: list[KafkaError] = []
         self._sent = 0
         self._done = 0
         self.acked: dict[tuple[str, int], int] = {}  # highest acknowledged offset per topic partition
+        self.on_refused = on_refused  # may send (a dead letter) itself
+        self.refused = 0
+        self._abort_at: float | None = None
+
+    def abort(self, grace_s: float = 5.0) -> None:
+        """The worker is stopping: `deliver` waits at most `grace_s` more for the broker."""
+        self._abort_at = time.monotonic() + grace_s
+
+    def _refuse(self, refused: Refused) -> None:
+        self.refused += 1
+        self.on_refused(refused)
 
     def _on_delivery(self, error: KafkaError | None, msg: Message) -> None:
         self._done += 1  # reports are served by poll() on the loop's thread only
         if error is not None:
-            self._errors.append(error)
+            if error.code() in PERMANENT:
+                self._refuse(Refused(msg.topic(), msg.key(), msg.value(), error))
+            else:
+                self._errors.append(error)
             return
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()
@@ -83,6 +133,12 @@ class AsyncProducer:
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in PERMANENT:
+                    raise
+                self._refuse(Refused(topic, key, value, error))
+                return
         self._sent += 1
 
     async def deliver(self, timeout_s: float = 120.0) -> None:
@@ -90,16 +146,19 @@ class AsyncProducer:
 
         Delivery reports are served on the event loop's thread by non-blocking polls: serving them from
         another thread made each report wait for the GIL behind the loop and the consumer thread."""
-        target = self._sent
         poll = self._producer.poll
         deadline = time.monotonic() + timeout_s
         pause = 0.0005
-        while self._done < target:
+        while self._done < self._sent:  # a refusal served by poll may send (a dead letter): count it too
             poll(0)
-            if self._done >= target:
+            if self._done >= self._sent:
                 break
-            if time.monotonic() > deadline:
-                raise DeliveryError(f"{target - self._done} records not acknowledged within {timeout_s}s")
+            now = time.monotonic()
+            if now > deadline or (self._abort_at is not None and now > self._abort_at):
+                raise DeliveryError(
+                    f"{self._sent - self._done} records not acknowledged by the broker "
+                    f"{'before the worker stopped' if now <= deadline else f'within {timeout_s:.0f}s'}"
+                )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
         if self._errors:

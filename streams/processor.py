@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from streams.core.checkpoint import PendingWrites
-from streams.core.deadletter import dead_letter, dead_letter_key
+from streams.core.deadletter import dead_letter, dead_letter_key, unpublishable
 from streams.core.engine import (
     META_KEY,
     Meta,
@@ -33,7 +33,7 @@ from streams.core.engine import (
 )
 from streams.core.parse import decode_records, event_from_record, single_event
 from streams.core.records import IISEvent, ParseError
-from streams.delivery import AsyncProducer
+from streams.delivery import AsyncProducer, Refused
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
@@ -73,12 +73,48 @@ class Metrics:
 
 
 class Publisher:
-    """Sends alerts and dead letters; `deliver` waits for the broker's acknowledgement of all sent."""
+    """Sends alerts and dead letters; `deliver` waits for the broker's acknowledgement of all sent.
 
-    def __init__(self, producer: AsyncProducer, alert_topic: str, dlq_topic: str) -> None:
+    Every record the producer refuses for good (too large for the broker: see streams.delivery) comes
+    back here and is dead-lettered with Reason `unpublishable`, so no record can stop the worker; a
+    refused dead letter is logged and counted (`dead_letters_unsendable`)."""
+
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        alert_topic: str,
+        dlq_topic: str,
+        metrics: Metrics | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.producer = producer
         self.alert_topic = alert_topic
         self.dlq_topic = dlq_topic
+        self.metrics = metrics or Metrics()
+        self.clock = clock or wall_ms
+        producer.on_refused = self.refused
+
+    def refused(self, record: Refused) -> None:
+        size = 0 if record.value is None else len(record.value)
+        if record.topic == self.dlq_topic:
+            self.metrics.counts["dead_letters_unsendable"] += 1
+            log.error("dead letter of %d bytes refused by the broker: %s", size, record.error.str())
+            return
+        self.metrics.dead["unpublishable"] += 1
+        log.error(
+            "record of %d bytes for topic %s refused by the broker (%s): dead-lettered",
+            size,
+            record.topic,
+            record.error.str(),
+        )
+        key, letter = unpublishable(
+            record.topic,
+            record.key,
+            record.value,
+            f"the broker refused this {size}-byte record for {record.topic}: {record.error.str()}",
+            self.clock(),
+        )
+        self.producer.send(self.dlq_topic, key, orjson.dumps(letter))
 
     def send(self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
         send = self.producer.send
@@ -106,6 +142,8 @@ class Processor:
         checkpoint_ms: int = 1000,
         max_pending: int = 500_000,
         clock: Callable[[], int] = wall_ms,
+        metrics: Metrics | None = None,
+        trust_headers: bool = True,
     ) -> None:
         self.params = params
         self.store = store
@@ -114,17 +152,33 @@ class Processor:
         self.checkpoint_s = checkpoint_ms / 1000
         self.max_pending = max_pending  # records held: a checkpoint is due when more change
         self.clock = clock
+        # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
+        # input topic any producer could set them and make real events look already applied.
+        self.trust_headers = trust_headers
+        # Partitions revoked from this worker and not assigned again since: a batch fetched before the
+        # revocation is not processed, and their engine is not re-created (two owners of a window on
+        # shared Redis). Their new owner reads them from the committed offset.
+        self.revoked: set[int] = set()
         self.engines: dict[int, PartitionEngine] = {}
         self.pending: dict[int, PendingWrites] = {}
         self.unacked: dict[Any, int] = {}  # topic partition -> highest offset processed
         self.last_checkpoint = time.monotonic()
         self.lock = asyncio.Lock()
-        self.metrics = Metrics()
+        self.metrics = metrics or publisher.metrics
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """A rebalance's new assignment: these partitions are this worker's again."""
+        self.revoked.difference_update(partitions)
 
     async def engine(self, partition: int) -> PartitionEngine:
-        """The partition's engine, restored from the store the first time (after faust's recovery)."""
+        """The partition's engine, restored from the store the first time (after faust's recovery).
+
+        Only for an owned partition: re-creating the engine of a partition `drop` released would
+        make two workers write its windows (on shared Redis)."""
         engine = self.engines.get(partition)
         if engine is None:
+            if partition in self.revoked:
+                raise RuntimeError(f"partition {partition} was revoked from this worker")
             records = await self.store.load_partition(partition)
             meta = Meta.from_bytes(dict(records).get(META_KEY))
             engine = PartitionEngine(self.params, meta, self.clock())
@@ -145,6 +199,7 @@ class Processor:
         async with self.lock:
             await self._checkpoint()
             for p in partitions:
+                self.revoked.add(p)
                 self.pending.pop(p, None)
                 if self.engines.pop(p, None) is not None:
                     log.info("partition %d: revoked", p)
@@ -159,11 +214,16 @@ class Processor:
     async def process(self, fetch: Mapping[Any, Sequence[Any]]) -> None:
         """One fetch from the detector's source topic: records (topic, partition, offset, key, value,
         headers) per topic partition, in offset order; acknowledged by the checkpoint that makes their
-        effect durable."""
+        effect durable. Records of a partition revoked since they were fetched are left alone: the
+        partition's new owner reads them from the committed offset."""
         async with self.lock:
             started = time.perf_counter()
             unacked = self.unacked
+            revoked = self.revoked
             for tp, records in fetch.items():
+                if tp.partition in revoked:
+                    self.metrics.counts["stale_batches_skipped"] += 1
+                    continue
                 await self._process_partition(tp.partition, records)
                 unacked[tp] = records[-1].offset
             self.metrics.counts["batches"] += 1
@@ -180,8 +240,9 @@ class Processor:
         dead: list[tuple[bytes, dict[str, Any]]] = []
         append, from_message = batch.append, origin.append
         own_source = partition << 64
+        trusted = self.trust_headers
         for msg in msgs:
-            if msg.headers:  # forwarded by the router: the original input position
+            if trusted and msg.headers:  # forwarded by the router: the original input position
                 pos = position(*self._source(msg, partition))
             else:
                 pos = own_source | (msg.offset << SEQ_SHIFT)
@@ -190,7 +251,7 @@ class Processor:
                 append((pos, event))
                 from_message(msg)
                 continue
-            for index, _, event in self._decoded(msg, now, dead):
+            for index, _, event in self._decoded(msg, now, dead, trusted):
                 if index is not None:
                     in_envelope[len(batch)] = index
                 append((pos | (index or 0), event))
@@ -201,7 +262,7 @@ class Processor:
         loaded = await self._load(partition, keys) if keys else {}
         out = engine.step(batch, loaded, now)
         for i, error in out.rejected:
-            dead.append(self._dead(error, origin[i], in_envelope.get(i), now))
+            dead.append(self._dead(error, origin[i], in_envelope.get(i), now, trusted))
         self._emit(partition, out, dead)
         # A partition is idle when no input arrives, not while we are busy (or waiting for Redis).
         engine.last_input_wall_ms = self.clock()
@@ -226,6 +287,8 @@ class Processor:
         async with self.lock:
             now = self.clock()
             for partition in partitions:
+                if partition in self.revoked:
+                    continue
                 engine = await self.engine(partition)
                 out = engine.tick(now)
                 if out.alerts or out.writes or out.expire_before_ms is not None:
@@ -272,7 +335,7 @@ class Processor:
         for partition, pending in self.pending.items():
             if not pending:
                 continue
-            writes, expire_before = pending.drain()
+            writes, expire_before = pending.drain(self.params.rule)
             if writes:
                 changes[partition] = writes
                 self.metrics.counts["records_written"] += len(writes)
@@ -303,14 +366,14 @@ class Processor:
         return partition, msg.offset << SEQ_SHIFT
 
     def _decoded(
-        self, msg: Any, now: int, dead: list[tuple[bytes, dict[str, Any]]]
+        self, msg: Any, now: int, dead: list[tuple[bytes, dict[str, Any]]], trusted: bool
     ) -> Iterator[tuple[int | None, Any, IISEvent]]:
         """(index in the envelope or None, decoded record, event) of each valid record of a message
         that `single_event` did not take (envelopes, bad input); bad records go to `dead`."""
         for index, record in decode_records(msg.value):
             result = record if isinstance(record, ParseError) else event_from_record(record)
             if isinstance(result, ParseError):
-                dead.append(self._dead(result, msg, index, now))
+                dead.append(self._dead(result, msg, index, now, trusted))
             else:
                 yield index, record, result
 
@@ -325,8 +388,12 @@ class Processor:
         ]
 
     @staticmethod
-    def _dead(error: ParseError, msg: Any, index: int | None, now: int) -> tuple[bytes, dict[str, Any]]:
-        headers = dict(msg.headers or ())
+    def _dead(
+        error: ParseError, msg: Any, index: int | None, now: int, trusted: bool
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The dead letter of a message's record; `trusted`: the message's `src-*` headers name its
+        original input (the router wrote them)."""
+        headers = dict(msg.headers or ()) if trusted else {}
         if H_TOPIC in headers:  # forwarded by the router: name the original input
             topic = headers[H_TOPIC].decode()
             partition = int(headers[H_PARTITION])
@@ -355,7 +422,7 @@ class Processor:
                 send(by_key_topic, routing_key(event), msg.value, headers=self._forward_headers(msg, None))
                 routed += 1
                 continue
-            for index, record, event in self._decoded(msg, now, dead):
+            for index, record, event in self._decoded(msg, now, dead, trusted=False):
                 value = msg.value if index is None else orjson.dumps(record)
                 send(by_key_topic, routing_key(event), value, headers=self._forward_headers(msg, index))
                 routed += 1

@@ -1,29 +1,67 @@
-"""`iis-portscan worker`: create missing topics, build the app, run the faust worker until stopped."""
+"""`iis-portscan worker`: check the services, create missing topics, build the app, run the faust
+worker until stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
+import sys
+import time
 
 import faust
 
 from streams.app import create_app
+from streams.errors import AuthError, JobError, ServiceUnreachable
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, reach_kafka
+
+log = logging.getLogger("iis-portscan")
 
 
 def run_worker(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    os.makedirs(settings.data_dir, exist_ok=True)
-    source_partitions = ensure_topics(settings)
+    try:
+        reach_kafka(settings)
+        if settings.store.startswith(("redis://", "rediss://")):
+            asyncio.run(reach_redis(settings))
+        os.makedirs(settings.data_dir, exist_ok=True)
+        source_partitions = ensure_topics(settings)
+    except JobError as exc:
+        sys.stderr.write(f"iis-portscan: {exc}\n")
+        return 2
     job = create_app(settings, source_partitions)
     worker = faust.Worker(job.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     tune_gc()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; faust commits and flushes on the way out
     return 0
+
+
+async def reach_redis(settings: Settings) -> None:
+    """Wait up to --connect-timeout for Redis to answer; credentials it refuses fail at once."""
+    from streams.state.redis import RedisStore
+
+    store = RedisStore(settings.store, settings.app_id)
+    deadline = time.monotonic() + settings.connect_timeout / 1000
+    try:
+        while True:
+            try:
+                await store.ping()
+                return
+            except AuthError:
+                raise
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    raise ServiceUnreachable(
+                        f"cannot reach Redis at {store.address} within "
+                        f"{settings.connect_timeout / 1000:g}s: {exc}"
+                    ) from None
+                await asyncio.sleep(0.5)
+    finally:
+        await store.close()
 
 
 def tune_gc() -> None:

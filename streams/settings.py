@@ -16,7 +16,9 @@ from typing import Any
 from streams.core.engine import StreamParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
+    DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_MAX_SET_SIZE,
+    DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_THRESHOLD,
     RuleConfigError,
     RuleParams,
@@ -25,6 +27,9 @@ from streams.core.rule import (
 ENV_PREFIX = "PORTSCAN_"
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+# The app id names the consumer group, internal topics and Redis keys (a SCAN pattern prefix): no glob
+# characters, separators or spaces.
+_APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class ConfigError(ValueError):
@@ -78,6 +83,24 @@ class Settings:
     max_set_size: int = field(
         default=DEFAULT_MAX_SET_SIZE,
         metadata=_opt("cap of every collected set, like the legacy makeset (0 = unlimited)", int, "N"),
+    )
+    max_value_bytes: int = field(
+        default=DEFAULT_MAX_VALUE_BYTES,
+        metadata=_opt(
+            "longest string kept in a set, in UTF-8 bytes: a longer one (the client controls most of them) "
+            "is cut and ends with '…[truncated]'; the alert names such sets in TruncatedSets",
+            int,
+            "BYTES",
+        ),
+    )
+    max_record_bytes: int = field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        metadata=_opt(
+            "largest alert, state or dead-letter record we write (keep it below the broker's and topics' "
+            "max.message.bytes, 1 MB by default): sets lose their largest members, counts stay exact",
+            int,
+            "BYTES",
+        ),
     )
     url_plus: str = field(
         default="space",
@@ -203,6 +226,24 @@ class Settings:
             "DURATION",
         ),
     )
+    connect_timeout: int = field(
+        default=30_000,
+        metadata=_opt(
+            "at start, how long to wait for Kafka (and Redis) before giving up with an error",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    redis_ttl: int = field(
+        default=0,
+        metadata=_opt(
+            "Redis store: expire a partition's keys this long (wall clock) after their last write; 0 = "
+            "never (event-time retention deletes closed windows; a TTL shorter than an outage or a lag "
+            "loses open windows)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
     web_port: int = field(
         default=0,
         metadata=_opt("serve /metrics (Prometheus text) on this port; 0 = no web server", int, "PORT"),
@@ -219,6 +260,11 @@ class Settings:
         for name in ("partitions", "replication", "batch_size", "checkpoint_interval", "rocksdb_memory"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
+        if not _APP_ID.fullmatch(self.app_id):
+            raise ConfigError(
+                f"--app-id / PORTSCAN_APP_ID may hold only letters, digits, '.', '_' and '-' (1-200 of "
+                f"them), got {self.app_id!r}"
+            )
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(
                 f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"
@@ -258,6 +304,8 @@ class Settings:
             threshold=self.threshold,
             max_set_size=self.max_set_size,
             plus_as_space=self.url_plus == "space",
+            max_value_bytes=self.max_value_bytes,
+            max_record_bytes=self.max_record_bytes,
         )
 
     # ------------------------------------------------------------------ loading

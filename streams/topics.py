@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.errors import ServiceUnreachable
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,21 @@ def changelog_topic(settings: Settings) -> str:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.brokers, "socket.timeout.ms": 10_000})
+    # log_level 0: a broker that is down is reported once, by us, not by librdkafka on every retry
+    return AdminClient({"bootstrap.servers": settings.brokers, "socket.timeout.ms": 10_000, "log_level": 0})
+
+
+def reach_kafka(settings: Settings) -> None:
+    """Wait up to --connect-timeout for the brokers to answer a metadata request."""
+    seconds = settings.connect_timeout / 1000
+    try:
+        admin(settings).list_topics(timeout=seconds)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        raise ServiceUnreachable(
+            f"cannot reach Kafka at {settings.brokers} within {seconds:g}s ({reason})"
+        ) from None
 
 
 def partition_counts(client: AdminClient) -> dict[str, int]:

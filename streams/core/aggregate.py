@@ -24,13 +24,14 @@ representation; the property test in tests/unit/test_aggregate.py checks it agai
 
 from __future__ import annotations
 
+import base64
 from heapq import nsmallest
 from typing import Any
 
 from streams.core.enrich import SET_NAMES, Enricher
 from streams.core.records import IISEvent
 
-__all__ = ["N_SETS", "SET_NAMES", "SMALL", "WindowAgg", "capped", "enriched_values"]
+__all__ = ["N_SETS", "SET_NAMES", "SMALL", "WindowAgg", "capped", "enriched_values", "trim_slots"]
 
 N_SETS = len(SET_NAMES)
 SMALL = 8  # a slot is a sorted tuple up to this many values, a set beyond
@@ -101,6 +102,33 @@ def _slot_add(slot: Slot, value: Any, cap: int) -> Slot:
     if slot == value:
         return slot
     return (slot, value) if slot < value else (value, slot)  # 2 values never exceed 2*cap
+
+
+def trim_slots(slots: list[Slot], cap: int) -> None:
+    """Trim every set slot holding more than `cap` values to its cap smallest, in place: lossless for
+    what the rule reports (a slot may hold up to 2*cap between trims, see the module docstring)."""
+    for i, slot in enumerate(slots):
+        if type(slot) is set and len(slot) > cap:
+            _trim(slot, cap)
+            if cap <= SMALL:
+                slots[i] = _slot_of(slot)
+
+
+# Ports past this many are stored as a bitmap of the 65,536 ports (8 KiB, base64) rather than a list
+# (up to ~390 KB of JSON), which keeps a full port sweep's record far below the record size limit.
+_BITMAP_PORTS = 1024
+
+
+def _ports_bitmap(ports: set[int]) -> dict[str, str]:
+    bits = bytearray(8192)
+    for port in ports:
+        bits[port >> 3] |= 1 << (port & 7)
+    return {"bits": base64.b64encode(bits).decode("ascii")}
+
+
+def _ports_from_bitmap(state: dict[str, Any]) -> set[int]:
+    bits = base64.b64decode(state["bits"])
+    return {i * 8 + b for i, byte in enumerate(bits) if byte for b in range(8) if byte >> b & 1}
 
 
 def _slot_capped(slot: Slot, cap: int) -> list[Any]:
@@ -256,8 +284,11 @@ class WindowAgg:
     # ------------------------------------------------------------------ state
 
     def state_ports(self) -> Any:
-        """Ports as stored: null, one port, or the sorted ports."""
-        return _slot_state(self._ports)
+        """Ports as stored: null, one port, the sorted ports, or {"bits": base64} past _BITMAP_PORTS."""
+        ports = self._ports
+        if type(ports) is set and len(ports) > _BITMAP_PORTS:
+            return _ports_bitmap(ports)
+        return _slot_state(ports)
 
     def state_sets(self) -> Any:
         """String sets as stored: null, or per set (SET_NAMES order) one value or its sorted values."""
@@ -285,8 +316,12 @@ class WindowAgg:
         self.count = state["n"]
         self.first_ms = state["f"]
         self.last_ms = state["l"]
-        self._ports = _slot_from_state(state["p"])
-        entries = state["s"]
+        ports = state["p"]
+        self._ports = _ports_from_bitmap(ports) if type(ports) is dict else _slot_from_state(ports)
+        self.load_sets(state["s"])
+
+    def load_sets(self, entries: Any) -> None:
+        """Set the string sets from their stored form (see `state_sets`)."""
         self._sets = None
         if entries is None:
             return

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
+
 from streams.core import rule
 from streams.core.aggregate import SET_NAMES, WindowAgg
+from streams.core.enrich import TRUNCATION_MARK
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import WindowKey
@@ -43,13 +46,52 @@ def alert_id(key: WindowKey, bin_ms: int) -> str:
     return str(uuid.uuid5(_ALERT_NS, name))
 
 
+SET_COLUMNS = tuple(f"set_{name}" for name in SET_NAMES)
+_TRIM_SLACK = 1024  # kept free: the TrimmedSets list trimming adds, the stream's Revision and Phase
+
+
+def truncated_in(sets: dict[str, list[str]]) -> list[str]:
+    """The set columns holding a value cut by core.enrich.truncate (it ends with the mark)."""
+    mark = TRUNCATION_MARK
+    return [name for name, values in sets.items() if any(v.endswith(mark) for v in values)]
+
+
+def fit_alert(alert: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Keep the alert's serialized size within `max_bytes` by dropping members of its string sets.
+
+    Deterministic in the alert's content (so `replay` and the stream trim alike): while too large,
+    drop the last (largest) member of the set whose members take the most bytes (ties: column name).
+    Counts are never touched: ConnectionsCount, portCount and DistinctPortCount stay exact, and
+    TrimmedSets names the columns that lost members."""
+    budget = max_bytes - _TRIM_SLACK  # room for TrimmedSets and the stream's Revision and Phase
+    size = len(orjson.dumps(alert))
+    if size <= budget:
+        return alert
+    excess = size - budget
+    sizes = {name: [len(orjson.dumps(v)) + 1 for v in alert[name]] for name in SET_COLUMNS}
+    totals = {name: sum(member_sizes) for name, member_sizes in sizes.items()}
+    trimmed: set[str] = set()
+    while excess > 0:
+        name = max(SET_COLUMNS, key=lambda n: (totals[n], n))
+        if not sizes[name]:
+            break  # nothing left to drop: the fixed columns alone are too large (bounded by parsing)
+        dropped = sizes[name].pop()
+        alert[name].pop()
+        totals[name] -= dropped
+        excess -= dropped
+        trimmed.add(name)
+    alert["TrimmedSets"] = sorted(trimmed)
+    return alert
+
+
 def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str, Any]:
-    """The alert record for one window (the caller has checked the threshold)."""
+    """The alert record for one window (the caller has checked the threshold), at most
+    `params.max_record_bytes` long once serialized (see `fit_alert`)."""
     cap = params.max_set_size
-    sets = {f"set_{name}": s for name, s in zip(SET_NAMES, agg.capped_sets(cap))}
+    sets = dict(zip(SET_COLUMNS, agg.capped_sets(cap)))
     ports = agg.capped_ports(cap)
     start = format_iso_ms(key.start_ms)
-    return {
+    alert = {
         "TimeGenerated": start,
         "cIP": key.cIP,
         "set_sPort": ports,
@@ -83,8 +125,12 @@ def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str,
             "TimeBinMs": params.bin_ms,
             "PortThreshold": params.threshold,
             "MaxSetSize": params.max_set_size,
+            "MaxValueBytes": params.max_value_bytes,
         },
+        "TruncatedSets": truncated_in(sets),
+        "TrimmedSets": [],
     }
+    return fit_alert(alert, params.max_record_bytes)
 
 
 def alert_sort_key(alert: dict[str, Any]) -> tuple[int, str, str, str, str]:

@@ -20,7 +20,9 @@ class BatchDetector:
 
     def __init__(self, params: RuleParams | None = None) -> None:
         self.params = params or RuleParams()
-        self.enricher = Enricher(plus_as_space=self.params.plus_as_space)
+        self.enricher = Enricher(
+            plus_as_space=self.params.plus_as_space, max_value_bytes=self.params.max_value_bytes
+        )
         self.windows: dict[WindowKey, WindowAgg] = {}
 
     def add(self, event: IISEvent) -> None:

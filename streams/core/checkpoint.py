@@ -18,6 +18,7 @@ them when drained.
 from __future__ import annotations
 
 from streams.core.engine import META_KEY, Meta, StepResult, WindowRecord
+from streams.core.rule import RuleParams
 
 
 class PendingWrites:
@@ -52,13 +53,15 @@ class PendingWrites:
     def __bool__(self) -> bool:
         return bool(self._records) or self._meta is not None or self._expire_before is not None
 
-    def drain(self) -> tuple[dict[bytes, bytes], int | None]:
-        """(records to write, meta first; expire windows starting before this or None), and forget them."""
+    def drain(self, rule: RuleParams | None = None) -> tuple[dict[bytes, bytes], int | None]:
+        """(records to write, meta first; expire windows starting before this or None), and forget them.
+
+        With the rule, each record is at most `rule.max_record_bytes` (see WindowRecord.to_bytes)."""
         writes: dict[bytes, bytes] = {}
         if self._meta is not None:
             writes[META_KEY] = self._meta.to_bytes()  # first: see core.engine
         for key, rec in self._records.items():
-            writes[key] = rec.to_bytes()
+            writes[key] = rec.to_bytes(rule)
         expire = self._expire_before
         self._records = {}
         self._meta = None

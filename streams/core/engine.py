@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.aggregate import WindowAgg
+from streams.core.aggregate import WindowAgg, trim_slots
 from streams.core.alerts import alert_sort_key, build_alert
 from streams.core.enrich import Enricher
 from streams.core.records import IISEvent, ParseError, Reason
@@ -157,7 +157,25 @@ class WindowRecord(WindowAgg):
             applied[src] = seq  # type: ignore[index]
         return True
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, rule: RuleParams | None = None) -> bytes:
+        """The stored form; with the rule's limits, at most `rule.max_record_bytes` long.
+
+        Sets past the cap are first trimmed to the cap smallest values, in place (lossless: those are
+        the only ones the rule can ever report, see core.aggregate). A record still too large - a
+        client that sends hundreds of distinct values of max_value_bytes, mostly escaped characters -
+        loses the largest members of its largest sets until it fits (`_shrink`): its counts stay
+        exact, its sets hold fewer members than the rule would report."""
+        if rule is None:
+            return self._encode()
+        if rule.max_set_size and type(self._sets) is list:
+            trim_slots(self._sets, rule.max_set_size)
+        data = self._encode()
+        if len(data) > rule.max_record_bytes:
+            self._shrink(len(data) - rule.max_record_bytes)
+            data = self._encode()
+        return data
+
+    def _encode(self) -> bytes:
         applied = self._applied
         if applied is None:
             offsets: Any = ()
@@ -165,9 +183,7 @@ class WindowRecord(WindowAgg):
             offsets = ((applied >> 64, applied & _SEQ_MASK),)
         else:
             offsets = list(applied.items())  # type: ignore[union-attr]
-        ports: Any = self._ports
-        if type(ports) is set:
-            ports = sorted(ports)
+        ports: Any = self.state_ports()
         sets: Any = self._sets
         if type(sets) is list:
             sets = [sorted(slot) if type(slot) is set else slot for slot in sets]
@@ -188,6 +204,27 @@ class WindowRecord(WindowAgg):
             }
         )
         return memoryview(data).tobytes()
+
+    def _shrink(self, excess: int) -> None:
+        """Drop the largest member of the set whose members take the most bytes, until `excess`
+        serialized bytes are gone."""
+        slots = self.state_sets()
+        if slots is None:
+            return
+        members = [sorted(entry) if type(entry) is list else [entry] for entry in slots]
+        sizes = [[len(orjson.dumps(v)) + 1 for v in values] for values in members]
+        totals = [sum(each) for each in sizes]
+        excess += 64  # the change of form of a shrunk slot
+        while excess > 0:
+            candidates = [j for j in range(len(members)) if len(members[j]) > 1]
+            if not candidates:
+                break  # one value per set left: bounded by max_value_bytes
+            i = max(candidates, key=lambda j: (totals[j], -j))
+            members[i].pop()
+            dropped = sizes[i].pop()
+            totals[i] -= dropped
+            excess -= dropped
+        self.load_sets([values if len(values) > 1 else values[0] for values in members])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowRecord:
@@ -229,9 +266,14 @@ class StepResult:
     expire_before_ms: int | None = None  # delete stored windows that start before this
 
 
-def encode_writes(writes: dict[bytes, WindowRecord | Meta]) -> dict[bytes, bytes]:
+def encode_writes(
+    writes: dict[bytes, WindowRecord | Meta], rule: RuleParams | None = None
+) -> dict[bytes, bytes]:
     """The stored form of `StepResult.writes`, in the same order (the meta record first)."""
-    return {key: obj.to_bytes() for key, obj in writes.items()}
+    return {
+        key: obj.to_bytes(rule) if type(obj) is WindowRecord else obj.to_bytes()
+        for key, obj in writes.items()
+    }
 
 
 class PartitionEngine:
@@ -251,7 +293,9 @@ class PartitionEngine:
 
     def __init__(self, params: StreamParams, meta: Meta | None = None, now_ms: int = 0) -> None:
         self.params = params
-        self.enricher = Enricher(plus_as_space=params.rule.plus_as_space)
+        self.enricher = Enricher(
+            plus_as_space=params.rule.plus_as_space, max_value_bytes=params.rule.max_value_bytes
+        )
         self.meta = meta or Meta()
         self.open: dict[bytes, WindowRecord] = {}  # store key -> record (the key is decoded only to alert)
         self._by_end: dict[int, list[bytes]] = {}  # window end -> keys of the open windows ending then
@@ -434,11 +478,21 @@ class PartitionEngine:
         return out
 
     def tick(self, now_ms: int) -> StepResult:
-        """Wall-clock housekeeping: after the idle timeout, move the watermark to now - grace."""
+        """Wall-clock housekeeping: after the idle timeout, close the windows this partition's events
+        opened.
+
+        The watermark moves to now - grace, but never past the newest event time seen + one bin: that
+        closes every window those events opened (the last one ends at most a bin after the newest event)
+        and nothing more, so the events that come after a pause - a backfill of last year's logs, a
+        re-ingest after an outage - are judged by event time alone, never by the wall clock. A partition
+        that has seen no event has no watermark to move."""
         out = StepResult()
         p = self.params
-        if p.idle_timeout_ms and now_ms - self.last_input_wall_ms >= p.idle_timeout_ms:
-            self._advance(now_ms - p.grace_ms, out)
+        newest = self.meta.max_event_ms
+        if newest == NO_TIME or not p.idle_timeout_ms:
+            return out
+        if now_ms - self.last_input_wall_ms >= p.idle_timeout_ms:
+            self._advance(min(now_ms - p.grace_ms, newest + p.rule.bin_ms), out)
         return out
 
     def _advance(self, candidate: int, out: StepResult) -> None:

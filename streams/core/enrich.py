@@ -6,6 +6,7 @@ import re
 from typing import TypeVar
 
 from streams.core.records import IISEvent
+from streams.core.rule import DEFAULT_MAX_VALUE_BYTES
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -26,6 +27,29 @@ SET_NAMES = (
 
 # Strings longer than this are not shared (a long query is likely unique, and would pin memory).
 _SHARE_MAX_LEN = 1024
+# Requests whose columns together are longer than this are enriched without memoising: a memo keyed by
+# strings of any length would let a client with unique long values fill memory (entries x length), and
+# such values rarely repeat anyway. Bounds every memo to cache_size x (this + overhead).
+_MEMO_MAX_CHARS = 1024
+
+# What a cut value ends with (see `truncate`): visible in the alert, and how `truncated_in` finds it.
+TRUNCATION_MARK = "\u2026[truncated]"
+_MARK_BYTES = len(TRUNCATION_MARK.encode())
+
+
+def truncate(text: str, max_bytes: int) -> str:
+    """`text` if its UTF-8 form fits in `max_bytes`, else its longest prefix (whole characters) that
+    fits together with TRUNCATION_MARK, then the mark.
+
+    Cheap for the usual short value: a str of n characters takes at most 4n bytes in UTF-8."""
+    if len(text) * 4 <= max_bytes:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    cut = data[: max_bytes - _MARK_BYTES].decode("utf-8", "ignore")  # drops a split character
+    return cut + TRUNCATION_MARK
+
 
 STATUS_FRIENDLY_DEFAULT = (
     "See - https://support.microsoft.com/help/943891/the-http-status-code-in-iis-7-0-iis-7-5-and-iis-8-0"
@@ -164,11 +188,18 @@ class Enricher:
         "_tuples",
         "_values",
         "cache_size",
+        "max_value_bytes",
         "plus_as_space",
         "share_size",
     )
 
-    def __init__(self, plus_as_space: bool = True, cache_size: int = 65536, share_size: int = 16384) -> None:
+    def __init__(
+        self,
+        plus_as_space: bool = True,
+        cache_size: int = 65536,
+        share_size: int = 16384,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
         if share_size < 1:
@@ -176,6 +207,7 @@ class Enricher:
         self.plus_as_space = plus_as_space
         self.cache_size = cache_size
         self.share_size = share_size
+        self.max_value_bytes = max_value_bytes
         self._status: dict[tuple[str, str, str], tuple[str, str, str, str]] = {}
         self._query: dict[str, str] = {}
         # request columns -> shared values; shared values -> themselves; string -> shared string
@@ -192,7 +224,8 @@ class Enricher:
         full = status_full(sc_status, sc_substatus)
         win_hex = to_hex(to_long(sc_win32_status))
         result = (full, status_friendly(full), win_hex, win32_friendly(win_hex))
-        _store(self._status, key, result, self.cache_size)
+        if len(sc_status) + len(sc_substatus) + len(sc_win32_status) <= _MEMO_MAX_CHARS:
+            _store(self._status, key, result, self.cache_size)
         return result
 
     def query(self, cs_uri_query: str) -> str:
@@ -203,11 +236,17 @@ class Enricher:
         if cached is not None:
             return cached
         result = url_decode(cs_uri_query, self.plus_as_space)
-        _store(self._query, cs_uri_query, result, self.cache_size)
+        if len(cs_uri_query) <= _MEMO_MAX_CHARS:
+            _store(self._query, cs_uri_query, result, self.cache_size)
         return result
 
     def enrich(self, event: IISEvent) -> tuple[str, ...]:
-        """The values one request contributes to each of the rule's sets, in SET_NAMES order."""
+        """The values one request contributes to each of the rule's sets, in SET_NAMES order, each cut
+        to `max_value_bytes` (see `truncate`)."""
+        limit = self.max_value_bytes
+        return tuple([truncate(value, limit) for value in self._enrich(event)])
+
+    def _enrich(self, event: IISEvent) -> tuple[str, ...]:
         full, full_friendly, win_hex, win_friendly = self.status(
             event.scStatus, event.scSubStatus, event.scWin32Status
         )
@@ -238,6 +277,8 @@ class Enricher:
         cached = self._values.get(key)
         if cached is not None:
             return cached
+        if sum(map(len, key)) > _MEMO_MAX_CHARS:  # long (likely unique, maybe hostile): not memoised
+            return self.enrich(event)
         result = self.share(self.enrich(event))
         _store(self._values, key, result, self.share_size)
         return result

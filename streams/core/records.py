@@ -45,6 +45,7 @@ class Reason(StrEnum):
     NO_FIELDS_DIRECTIVE = "no-fields-directive"  # W3C data line before any #Fields directive
     FUTURE_TIME = "future-time"  # stream only: too far ahead of the wall clock
     TOO_LATE = "too-late"  # stream only: older than the retention
+    UNPUBLISHABLE = "unpublishable"  # stream only: a record we made that the broker refused (too large)
 
 
 @dataclass(frozen=True, slots=True)

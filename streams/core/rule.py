@@ -14,6 +14,9 @@ TECHNIQUES = ("T1190",)
 DEFAULT_BIN_MS = 600_000  # timeBin = 10m
 DEFAULT_THRESHOLD = 30  # portThreshold = 30
 DEFAULT_MAX_SET_SIZE = 128  # legacy makeset's default cap
+DEFAULT_MAX_VALUE_BYTES = 1024  # a longer string is cut (marked) before it enters a set
+DEFAULT_MAX_RECORD_BYTES = 900_000  # alerts (and every record we write) stay under the broker's 1 MB
+MIN_MAX_RECORD_BYTES = 65_536  # room for an alert's fixed columns and 128 ports, whatever the sets hold
 
 
 class RuleConfigError(ValueError):
@@ -27,12 +30,20 @@ class RuleParams:
     `max_set_size` caps every collected set like the legacy `makeset` (0 = unlimited), so
     `portCount` never exceeds it. `plus_as_space` chooses how url_decode reads '+' (.NET's
     HttpUtility.UrlDecode turns it into a space; RFC 3986 readers keep it).
+
+    The client being detected controls most strings we keep, so two bounds hold whatever it sends:
+    `max_value_bytes` cuts every string before it enters a set (UTF-8 bytes, marker included, see
+    core.enrich.truncate), and `max_record_bytes` bounds an alert's serialized size by dropping the
+    largest members of its largest sets (never a count, see core.alerts.fit_alert). Both are part of
+    the rule's output, applied alike by `replay` and the stream.
     """
 
     bin_ms: int = DEFAULT_BIN_MS
     threshold: int = DEFAULT_THRESHOLD
     max_set_size: int = DEFAULT_MAX_SET_SIZE
     plus_as_space: bool = True
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     def __post_init__(self) -> None:
         if self.bin_ms <= 0:
@@ -41,6 +52,12 @@ class RuleParams:
             raise RuleConfigError(f"threshold must be at least 1, got {self.threshold}")
         if self.max_set_size < 0:
             raise RuleConfigError(f"max set size must be >= 0 (0 = unlimited), got {self.max_set_size}")
+        if self.max_value_bytes < 64:
+            raise RuleConfigError(f"max value bytes must be at least 64, got {self.max_value_bytes}")
+        if self.max_record_bytes < MIN_MAX_RECORD_BYTES:
+            raise RuleConfigError(
+                f"max record bytes must be at least {MIN_MAX_RECORD_BYTES}, got {self.max_record_bytes}"
+            )
         if self.max_set_size and self.threshold > self.max_set_size:
             raise RuleConfigError(
                 f"threshold {self.threshold} can never be reached: portCount is capped at "

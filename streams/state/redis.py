@@ -9,11 +9,17 @@ Layout per app and partition (prefix `iis-portscan:{app_id}:{partition}:`):
 - `idx` a sorted set of the window starts that have a hash: restore lists a partition's hashes and
   retention deletes whole hashes by score, without SCAN.
 Every checkpoint is one MULTI/EXEC round trip, so its records (each with the offset of the last event
-applied to it) and the watermark change together or not at all. Keys expire after the retention plus
-a bin (wall clock, from their last write) as a backstop; event-time retention deletes them earlier.
+applied to it) and the watermark change together or not at all.
 
-Redis must persist (AOF) for state to survive a Redis restart; the worker waits and retries with
-backoff while Redis is unreachable.
+Retention follows event time: the engine deletes the hashes of windows past the retention (`expire`),
+so a window's keys never expire while it can still change, however long an outage or a lag lasts.
+A wall-clock TTL (`ttl_ms`, off by default) only serves to clean up after an app id that is gone; it
+applies to a partition's meta record as well, so windows never outlive their watermark or vice versa.
+
+Redis must persist (AOF) for state to survive a Redis restart. While Redis is unreachable the worker
+waits and retries with backoff; `abort()` (at shutdown) ends the wait with StoreUnavailable, so a
+stopping worker does not hang, and nothing is acknowledged that was not written. Authentication and
+permission errors are not outages: they raise AuthError at once.
 """
 
 from __future__ import annotations
@@ -24,26 +30,61 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.engine import META_KEY
 from streams.core.windows import START_DIGITS
+from streams.errors import AuthError, StoreUnavailable
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
 CHUNK = 1000
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Wrong password, unknown user, missing ACL permission: retrying cannot help.
+AUTH_ERRORS = (AuthenticationError, AuthorizationError, NoPermissionError)
+
+
+def _auth_problem(exc: BaseException) -> bool:
+    if isinstance(exc, AUTH_ERRORS):
+        return True
+    text = str(exc)
+    return isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+
+
+def redis_address(url: str) -> str:
+    """host:port of a Redis URL, without the credentials (for messages)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
 
 class RedisStore:
     """WindowStore on Redis with the asyncio client."""
 
-    def __init__(self, url: str, app_id: str, ttl_ms: int, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, url: str, app_id: str, ttl_ms: int = 0, max_backoff_s: float = 5.0) -> None:
         self.client: Any = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.address = redis_address(url)
         self.prefix = f"iis-portscan:{app_id}:".encode()
-        self.ttl_ms = ttl_ms
+        self.ttl_ms = ttl_ms  # 0: no wall-clock expiry
         self.max_backoff_s = max_backoff_s
+        self._abort = asyncio.Event()
+
+    def abort(self) -> None:
+        """The worker is stopping: stop waiting for Redis. Operations still get one attempt each (a
+        healthy Redis takes the last checkpoint); a failed one raises StoreUnavailable, not a retry."""
+        self._abort.set()
+
+    async def ping(self) -> None:
+        """One round trip; raises AuthError for credentials, the client's error otherwise."""
+        try:
+            await self.client.ping()
+        except Exception as exc:
+            if _auth_problem(exc):
+                raise AuthError(f"Redis at {self.address} refused authentication: {exc}") from exc
+            raise
 
     def _p(self, partition: int) -> bytes:
         return self.prefix + b"%d:" % partition
@@ -58,12 +99,25 @@ class RedisStore:
                 if failures:
                     log.warning("redis: %s succeeded again after %d failed attempts", what, failures)
                 return result
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if _auth_problem(exc):
+                    raise AuthError(
+                        f"Redis at {self.address} refused authentication or permission: {exc}"
+                    ) from exc
+                if not isinstance(exc, RETRYABLE):
+                    raise
+                if self._abort.is_set():
+                    raise StoreUnavailable(
+                        f"Redis at {self.address} unreachable while the worker stops ({what}): {exc}"
+                    ) from exc
                 failures += 1
                 log.warning(
                     "redis: %s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
                 )
-                await asyncio.sleep(delay)
+                try:  # sleep, but wake at once when the worker stops (for one last attempt)
+                    await asyncio.wait_for(self._abort.wait(), delay)
+                except TimeoutError:
+                    pass
                 delay = min(delay * 2, self.max_backoff_s)
 
     @staticmethod
@@ -128,14 +182,18 @@ class RedisStore:
                 meta = items.get(META_KEY)
                 if meta is not None:
                     pipe.set(p + b"meta", meta)
+                    if ttl:
+                        pipe.pexpire(p + b"meta", ttl)
                 bins = self._by_bin(key for key in items if key != META_KEY)
                 for start, keys in bins.items():
                     bucket = p + b"b:" + start
                     pipe.hset(bucket, mapping={key: items[key] for key in keys})
-                    pipe.pexpire(bucket, ttl)
+                    if ttl:
+                        pipe.pexpire(bucket, ttl)
                 if bins:
                     pipe.zadd(p + b"idx", {start: int(start) for start in bins})
-                    pipe.pexpire(p + b"idx", ttl)
+                    if ttl:
+                        pipe.pexpire(p + b"idx", ttl)
             await pipe.execute()
 
         await self._retry(f"write partitions {sorted(changes)}", op)

@@ -1,0 +1,204 @@
+"""The processor in process: the adapter between fetched records and the core, over the memory store
+with a recording producer (what the tests claim is the processor's own logic, not Kafka's).
+
+Pinned: positions in `src-*` headers are trusted only on the app's repartition topic; a partition
+revoked from the worker is neither processed nor re-created; records the broker refuses become
+dead letters; acknowledgement comes only after a checkpoint; dead letters are bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError
+from faust.types import TP
+
+from streams.core.engine import StreamParams
+from streams.core.rule import RuleParams
+from streams.delivery import Refused
+from streams.processor import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC, Processor, Publisher
+from streams.state.memory import MemoryStore
+
+T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
+NOW = T0 + 3_600_000
+TOPIC = "in"
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class RecordingProducer:
+    """What the publisher needs of streams.delivery.AsyncProducer: records kept; values over
+    `too_large` bytes refused (except on the dead-letter topic), as librdkafka refuses them."""
+
+    def __init__(self, too_large: int = 10**9) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.too_large = too_large
+        self.on_refused: Callable[[Refused], None] = lambda r: None
+        self.delivered = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: Any) -> None:
+        if topic != "dlq" and value is not None and len(value) > self.too_large:
+            self.on_refused(Refused(topic, key, value, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)))
+            return
+        self.sent.append((topic, key, value))
+
+    async def deliver(self) -> None:
+        self.delivered = len(self.sent)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for t, _, v in self.sent if t == topic and v is not None]
+
+
+def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:
+    return orjson.dumps(
+        {
+            "TimeGenerated": f"2026-01-01T12:{(t - T0) // 60_000:02d}:{(t - T0) // 1000 % 60:02d}Z",
+            "cIP": cip,
+            "Computer": "WEB01",
+            "sIP": "10.0.0.11",
+            "sPort": port,
+        }
+    )
+
+
+def make(
+    trust_headers: bool, too_large: int = 10**9, rule: RuleParams | None = None
+) -> tuple[Processor, RecordingProducer, list[dict[Any, int]]]:
+    producer = RecordingProducer(too_large)
+    acks: list[dict[Any, int]] = []
+    params = StreamParams(rule=rule or RuleParams(), max_skew_ms=10**12)
+    processor = Processor(
+        params,
+        MemoryStore(),
+        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
+        acks.append,
+        checkpoint_ms=1,
+        clock=lambda: NOW,
+        trust_headers=trust_headers,
+    )
+    return processor, producer, acks
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def spoofed(offset: int, value: bytes) -> Msg:
+    headers = [(H_TOPIC, b"in"), (H_PARTITION, b"0"), (H_OFFSET, str(10**12).encode()), (H_INDEX, b"")]
+    return Msg(TOPIC, 0, offset, b"k", value, headers)
+
+
+def test_spoofed_position_headers_on_the_input_cannot_suppress_events() -> None:
+    processor, producer, _ = make(trust_headers=False)
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        # one event claiming input offset 10**12, then 30 real ones on distinct ports
+        await processor.process({tp: [spoofed(0, event(T0, 1))]})
+        real = [Msg(TOPIC, 0, 1 + i, b"k", event(T0 + 1000 * i, 2 + i)) for i in range(30)]
+        await processor.process({tp: real})
+
+    run(go())
+    alerts = producer.on("alerts")
+    assert alerts and alerts[-1]["ConnectionsCount"] == 31 and alerts[-1]["DistinctPortCount"] == 31
+
+
+def test_trusted_headers_dedupe_a_record_the_router_forwarded_twice() -> None:
+    """The counterpart: on the repartition topic, the same original position is applied once."""
+    processor, producer, _ = make(trust_headers=True)
+    tp = TP(TOPIC, 0)
+
+    def forwarded(offset: int, source_offset: int, port: int) -> Msg:
+        headers = [(H_TOPIC, b"raw"), (H_PARTITION, b"3"), (H_OFFSET, str(source_offset).encode())]
+        return Msg(TOPIC, 0, offset, b"k", event(T0 + source_offset, port), headers)
+
+    async def go() -> None:
+        await processor.process({tp: [forwarded(i, i, i) for i in range(30)]})
+        await processor.process({tp: [forwarded(30 + i, i, i) for i in range(30)]})  # forwarded again
+
+    run(go())
+    assert max(a["ConnectionsCount"] for a in producer.on("alerts")) == 30
+
+
+def test_revoked_partition_is_not_processed_nor_recreated() -> None:
+    processor, _, acks = make(trust_headers=False)
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, 0, b"k", event(T0, 1))]})
+        assert 0 in processor.engines
+        await processor.drop([0])  # revoked: checkpointed, forgotten
+        acked = list(acks)
+        await processor.process({tp: [Msg(TOPIC, 0, 1, b"k", event(T0, 2))]})  # fetched before it
+        assert 0 not in processor.engines and acks == acked
+        await processor.tick([0])
+        assert 0 not in processor.engines
+        with pytest.raises(RuntimeError):
+            await processor.engine(0)
+        processor.assign([0])  # assigned again: its own again
+        await processor.process({tp: [Msg(TOPIC, 0, 1, b"k", event(T0, 2))]})
+        assert 0 in processor.engines
+        await processor.close()
+
+    run(go())
+    assert acks[-1] == {tp: 1}
+
+
+def test_acknowledged_only_after_the_checkpoint_delivered_and_wrote() -> None:
+    processor, producer, acks = make(trust_headers=False)
+    processor.checkpoint_s = 3600.0
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, i, b"k", event(T0 + i, i)) for i in range(30)]})
+        assert acks == [] and producer.on("alerts")  # sent, not yet checkpointed
+        await processor.close()
+
+    run(go())
+    assert acks == [{tp: 29}] and producer.delivered == len(producer.sent)
+
+
+def test_refused_record_becomes_an_unpublishable_dead_letter() -> None:
+    processor, producer, _ = make(trust_headers=False, too_large=1000)
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, i, b"k", event(T0 + i, i)) for i in range(40)]})
+        await processor.close()
+
+    run(go())
+    assert producer.on("alerts") == []  # the alert (over 1000 bytes) was refused...
+    (letter,) = [d for d in producer.on("dlq") if d["Reason"] == "unpublishable"]
+    assert letter["SourceTopic"] == "alerts" and letter["SourcePartition"] is None
+    assert processor.metrics.dead["unpublishable"] == 1
+
+
+def test_dead_letter_of_a_huge_payload_is_bounded_with_length_and_digest() -> None:
+    processor, producer, _ = make(trust_headers=False)
+    tp = TP(TOPIC, 0)
+    payload = b"\xff" + b"x" * 800_000  # not UTF-8
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, 0, b"k" * 100_000, payload)]})
+        await processor.close()
+
+    run(go())
+    (letter,) = producer.on("dlq")
+    assert letter["Reason"] == "undecodable" and letter["PayloadTruncated"] is True
+    assert letter["PayloadBytes"] == len(payload)
+    assert letter["PayloadSha256"] == hashlib.sha256(payload).hexdigest()
+    assert len(orjson.dumps(letter)) < 200_000
