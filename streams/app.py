@@ -51,6 +51,7 @@ def _store_url(settings: Settings) -> str:
 def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     """Build the faust app; `source_partitions`: partition count of the detector's source (ensure_topics)."""
     partitions = source_partitions or settings.partitions
+    client = settings.kafka_client()
     app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.brokers.split(",")],
@@ -71,6 +72,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         broker_max_poll_records=settings.batch_size,  # one fetch = one processing batch, at most
         topic_allow_declare=True,
         fetch_wait_ms=settings.batch_wait,
+        broker_credentials=client.faust_credentials(),  # TLS, SASL: the same properties as above
     )
     input_topic = app.topic(settings.input_topic, **RAW)
     if settings.input_keyed:
@@ -78,7 +80,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     else:
         source = app.topic(repartition_topic(settings), partitions=partitions, internal=True, **RAW)
 
-    producer = AsyncProducer(settings.brokers)
+    producer = AsyncProducer(settings.brokers, client=client.librdkafka())
     app.stopping_hooks.append(producer.abort)  # a stopping worker waits for a frozen broker briefly
     store: WindowStore
     if settings.store.startswith("rocksdb"):
@@ -97,7 +99,9 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     else:
         from streams.state.redis import RedisStore
 
-        redis_store = RedisStore(settings.store, settings.app_id, settings.redis_ttl)
+        redis_store = RedisStore(
+            settings.store, settings.app_id, settings.redis_ttl, **settings.redis_store_options()
+        )
         app.stopping_hooks.append(redis_store.abort)  # a stopping worker does not wait for Redis
         store = redis_store
 

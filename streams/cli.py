@@ -8,11 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from streams import __version__
+from streams.errors import JobError
 from streams.settings import ConfigError, Settings
 from streams.sources import SourceOptions
 
 RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
-KAFKA_SETTINGS = ("brokers", "app_id", "input_topic", "alert_topic", "dlq_topic")
+CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
+KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
 TOPIC_SETTINGS = (*KAFKA_SETTINGS, "input_keyed", "partitions", "replication", "store", "retention")
 WORKER_SETTINGS = Settings.names()
 
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
-    Settings.add_arguments(produce, ("brokers", "input_topic"))
+    Settings.add_arguments(produce, (*CLIENT_SETTINGS, "input_topic"))
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
     alerts.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long without a new alert (default: follow forever)",
     )
     alerts.add_argument("--max", type=int, default=0, metavar="N", help="stop after N alerts")
-    Settings.add_arguments(alerts, ("brokers", "app_id", "alert_topic"))
+    Settings.add_arguments(alerts, (*CLIENT_SETTINGS, "app_id", "alert_topic"))
     return parser
 
 
@@ -100,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `iis-portscan ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except (JobError, ConfigError) as exc:  # one line naming the cause, never a traceback
+        sys.stderr.write(f"iis-portscan: {exc}\n")
+        return 2
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -120,6 +125,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from streams.runner import run_worker
 
         return run_worker(settings)
+    if args.command in ("topics", "produce", "alerts"):
+        from streams.topics import reach_kafka
+
+        reach_kafka(settings)  # a clear line, not a hang or a traceback, when the brokers do not answer
     if args.command == "topics":
         from streams.topics import ensure_topics
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +58,12 @@ class DeliveryError(JobError):
     retriable = True
 
 
-def producer_config(brokers: str, linger_ms: int = 5) -> dict[str, Any]:
+def producer_config(
+    brokers: str, linger_ms: int = 5, client: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Our producers' configuration; `client`: the job's Kafka client properties (TLS, SASL)."""
     return {
+        **(client or {}),
         "bootstrap.servers": brokers,
         "enable.idempotence": True,  # acks=all, ordered, no duplicates from retries
         "acks": "all",
@@ -81,9 +85,13 @@ class AsyncProducer:
     """
 
     def __init__(
-        self, brokers: str, linger_ms: int = 5, on_refused: Callable[[Refused], None] = _ignore
+        self,
+        brokers: str,
+        linger_ms: int = 5,
+        on_refused: Callable[[Refused], None] = _ignore,
+        client: Mapping[str, str] | None = None,
     ) -> None:
-        self._producer = Producer(producer_config(brokers, linger_ms))
+        self._producer = Producer(producer_config(brokers, linger_ms, client))
         self._errors: list[KafkaError] = []
         self._sent = 0
         self._done = 0

@@ -32,6 +32,7 @@ def run_follow(
 ) -> int:
     consumer = Consumer(
         {
+            **settings.kafka_client().librdkafka(),
             "bootstrap.servers": settings.brokers,
             "group.id": f"{settings.app_id}-alerts-viewer-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",

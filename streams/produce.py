@@ -93,7 +93,9 @@ def run_produce(
         if error is not None:
             failures.append(error)
 
-    producer = Producer(producer_config(settings.brokers, linger_ms=20))
+    producer = Producer(
+        producer_config(settings.brokers, linger_ms=20, client=settings.kafka_client().librdkafka())
+    )
     sent = unkeyed = 0
     try:
         for path in paths or ["-"]:

@@ -14,7 +14,7 @@ import faust
 
 from streams.app import create_app
 from streams.errors import AuthError, JobError, ServiceUnreachable
-from streams.settings import Settings
+from streams.settings import ConfigError, Settings
 from streams.topics import ensure_topics, reach_kafka
 
 log = logging.getLogger("iis-portscan")
@@ -30,7 +30,7 @@ def run_worker(settings: Settings) -> int:
             asyncio.run(reach_redis(settings))
         os.makedirs(settings.data_dir, exist_ok=True)
         source_partitions = ensure_topics(settings)
-    except JobError as exc:
+    except (JobError, ConfigError) as exc:
         sys.stderr.write(f"iis-portscan: {exc}\n")
         return 2
     job = create_app(settings, source_partitions)
@@ -44,7 +44,7 @@ async def reach_redis(settings: Settings) -> None:
     """Wait up to --connect-timeout for Redis to answer; credentials it refuses fail at once."""
     from streams.state.redis import RedisStore
 
-    store = RedisStore(settings.store, settings.app_id)
+    store = RedisStore(settings.store, settings.app_id, **settings.redis_store_options())
     deadline = time.monotonic() + settings.connect_timeout / 1000
     try:
         while True:

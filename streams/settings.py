@@ -23,6 +23,7 @@ from streams.core.rule import (
     RuleConfigError,
     RuleParams,
 )
+from streams.kafka.client_config import KafkaClientConfig
 
 ENV_PREFIX = "PORTSCAN_"
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -63,9 +64,19 @@ def parse_bool(text: str) -> bool:
 
 
 def _opt(
-    help_: str, parse: Callable[[str], Any] = str, metavar: str | None = None, secret: bool = False
+    help_: str,
+    parse: Callable[[str], Any] = str,
+    metavar: str | None = None,
+    secret: bool = False,
+    repeat: bool = False,
 ) -> dict[str, Any]:
-    return {"help": help_, "parse": parse, "metavar": metavar, "secret": secret}
+    return {"help": help_, "parse": parse, "metavar": metavar, "secret": secret, "repeat": repeat}
+
+
+def parse_lines(text: str | Sequence[str]) -> tuple[str, ...]:
+    """A repeatable setting: the flag's values, or the variable's lines (values may hold ';' or ',')."""
+    items = text.splitlines() if isinstance(text, str) else list(text)
+    return tuple(item.strip() for item in items if item.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,24 @@ class Settings:
     brokers: str = field(
         default="127.0.0.1:9092", metadata=_opt("Kafka bootstrap servers", str, "HOST:PORT,...")
     )
+    kafka_config_file: str = field(
+        default="",
+        metadata=_opt(
+            "Kafka client properties in librdkafka names (security.protocol, sasl.*, ssl.*), for every "
+            "Kafka client of the job; values may be ${env:NAME} or ${file:/path}",
+            str,
+            "PATH",
+        ),
+    )
+    kafka_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "one Kafka client property, over the file's (repeatable; the variable takes one per line)",
+            parse_lines,
+            "KEY=VALUE",
+            repeat=True,
+        ),
+    )
     app_id: str = field(
         default="iis-portscan", metadata=_opt("consumer group and prefix of internal topics", str, "ID")
     )
@@ -147,6 +176,26 @@ class Settings:
             "URL",
         ),
     )
+    redis_username: str = field(
+        default="", metadata=_opt("Redis ACL user (else the URL's, else 'default')", str, "USER")
+    )
+    redis_password: str = field(
+        default="",
+        metadata=_opt(
+            "Redis password: prefer the variable or --redis-password-file to the URL (visible in ps)",
+            str,
+            "PASSWORD",
+            secret=True,
+        ),
+    )
+    redis_password_file: str = field(
+        default="", metadata=_opt("file holding the Redis password (a mounted secret)", str, "PATH")
+    )
+    redis_ca: str = field(default="", metadata=_opt("rediss://: CA certificate file (PEM)", str, "PATH"))
+    redis_cert: str = field(
+        default="", metadata=_opt("rediss://: client certificate file (PEM), with --redis-key", str, "PATH")
+    )
+    redis_key: str = field(default="", metadata=_opt("rediss://: client key file (PEM)", str, "PATH"))
     data_dir: str = field(
         default="iis-portscan-data", metadata=_opt("local state folder (RocksDB files)", str, "PATH")
     )
@@ -332,12 +381,15 @@ class Settings:
             shown = "<secret>" if meta["secret"] else f.default
             if meta["parse"] is parse_duration_ms:
                 shown = format_duration_ms(int(f.default))
+            if f.default in ("", ()):
+                shown = "none"
             parser.add_argument(
                 cls.flag(name),
                 dest=name,
                 default=None,
+                action="append" if meta["repeat"] else "store",
                 metavar=meta["metavar"],
-                help=f"{meta['help']} [env {cls.env_name(name)}; default {shown}]",
+                help=f"{meta['help']} [env {cls.env_name(name)}; default {shown}]".replace("%", "%%"),
             )
 
     @classmethod
@@ -363,3 +415,34 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    # ------------------------------------------------------------------ clients
+
+    def kafka_client(self) -> KafkaClientConfig:
+        """The Kafka client properties of every client (raises ClientConfigError, naming the key)."""
+        return KafkaClientConfig.load(self.kafka_config_file or None, self.kafka_config)
+
+    def redis_store_options(self) -> dict[str, Any]:
+        """Keyword arguments of streams.state.redis.RedisStore from the --redis-* settings."""
+        tls = {
+            name: path
+            for name, path in (
+                ("ssl_ca_certs", self.redis_ca),
+                ("ssl_certfile", self.redis_cert),
+                ("ssl_keyfile", self.redis_key),
+            )
+            if path
+        }
+        return {"username": self.redis_username or None, "password": self.redis_password_value(), "tls": tls}
+
+    def redis_password_value(self) -> str | None:
+        """The Redis password from the variable/flag or the file (None: the URL's, if any)."""
+        if self.redis_password_file:
+            try:
+                with open(self.redis_password_file, encoding="utf-8") as fh:
+                    return fh.read().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    f"--redis-password-file: cannot read {self.redis_password_file}: {exc.strerror}"
+                ) from None
+        return self.redis_password or None

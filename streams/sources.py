@@ -11,6 +11,7 @@ import io
 import re
 import socket
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.w3c import W3CParser
 
 _SITE_DIR = re.compile(r"W3SVC\d+", re.IGNORECASE)
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, as Windows tools write it at the start of a file
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ def _is_w3c(path: str, first: bytes) -> bool:
         return True
     if name.endswith((".json", ".jsonl", ".ndjson")):
         return False
-    return first.startswith(b"#")
+    return first.lstrip().removeprefix(_BOM).startswith(b"#")
 
 
 def site_name_for(path: str) -> str:
@@ -63,8 +65,14 @@ def site_name_for(path: str) -> str:
 def iter_file(
     path: str, options: SourceOptions, reader: BinaryIO
 ) -> Iterator[tuple[str, IISEvent | ParseError]]:
-    """Yield (location, event or error) for every record of one opened file."""
-    first_line = reader.readline()
+    """Yield (location, event or error) for every record of one opened file.
+
+    Damaged gzip data raises OSError (gzip.BadGzipFile) or EOFError (truncated), as reading does."""
+    try:
+        first_line = reader.readline()
+    except zlib.error as exc:
+        raise _bad_gzip(exc) from exc
+    first_line = first_line.removeprefix(_BOM)  # orjson rejects it; the W3C parser would skip it
     lines = _chain_first(first_line, reader)
     if _is_w3c(path, first_line.lstrip()):
         yield from _iter_w3c(path, options, lines)
@@ -72,10 +80,17 @@ def iter_file(
         yield from _iter_json(path, first_line, lines, reader)
 
 
+def _bad_gzip(exc: zlib.error) -> OSError:
+    return gzip.BadGzipFile(f"corrupt gzip data: {exc}")
+
+
 def _chain_first(first: bytes, reader: BinaryIO) -> Iterator[bytes]:
     if first:
         yield first
-    yield from reader
+    try:
+        yield from reader
+    except zlib.error as exc:  # a damaged deflate stream: an OSError like gzip's other errors
+        raise _bad_gzip(exc) from exc
 
 
 def _decode(raw: bytes) -> str | ParseError:

@@ -34,7 +34,14 @@ def changelog_topic(settings: Settings) -> str:
 
 def admin(settings: Settings) -> AdminClient:
     # log_level 0: a broker that is down is reported once, by us, not by librdkafka on every retry
-    return AdminClient({"bootstrap.servers": settings.brokers, "socket.timeout.ms": 10_000, "log_level": 0})
+    return AdminClient(
+        {
+            **settings.kafka_client().librdkafka(),
+            "bootstrap.servers": settings.brokers,
+            "socket.timeout.ms": 10_000,
+            "log_level": 0,
+        }
+    )
 
 
 def reach_kafka(settings: Settings) -> None:

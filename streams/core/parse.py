@@ -13,6 +13,9 @@ from streams.core.timefmt import parse_iso_ms
 # Group-key columns: without them an event cannot be placed, so it is rejected (dead-lettered)
 # rather than grouped under "" as a Kusto string column would.
 KEY_FIELDS = ("cIP", "Computer", "sIP")
+# Longest accepted group-key value: a key is part of every state key and alert, and an attacker
+# controls cIP (and any field of a forged record), so a longer one is rejected, not stored.
+MAX_KEY_CHARS = 256
 # Optional string columns the rule reads; missing or null -> "" (Kusto strings are never null).
 STRING_FIELDS = (
     "csMethod",
@@ -26,6 +29,11 @@ STRING_FIELDS = (
 )
 
 
+def key_too_long(name: str) -> ParseError:
+    """The error for a group-key column (cIP, Computer, sIP) longer than MAX_KEY_CHARS."""
+    return ParseError(Reason.INVALID_FIELD, f"{name} is longer than {MAX_KEY_CHARS} characters")
+
+
 def _text(obj: dict[str, Any], name: str) -> str | ParseError:
     value = obj.get(name)
     if value is None:
@@ -33,7 +41,10 @@ def _text(obj: dict[str, Any], name: str) -> str | ParseError:
     if type(value) is str:
         return value
     if type(value) is int or type(value) is float:  # a number where a string belongs: Kusto's tostring
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # an int of more digits than Python converts (only a non-orjson decoder)
+            return ParseError(Reason.INVALID_FIELD, f"{name} is a number too large to convert")
     return ParseError(Reason.INVALID_FIELD, f"{name} must be a string, got {type(value).__name__}")
 
 
@@ -47,13 +58,17 @@ def _port(value: Any) -> int | ParseError | None:
         s = value.strip()
         if not s.isdigit() or not s.isascii():
             return ParseError(Reason.INVALID_FIELD, f"sPort is not an integer: {value[:40]!r}")
-        port = int(s)
+        digits = s.lstrip("0")  # leading zeros: the same number
+        if len(digits) > 5:  # out of range, and int() of thousands of digits would raise
+            return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {value[:40]!r}")
+        port = int(digits or "0")
     elif type(value) is float and value.is_integer():
         port = int(value)
     else:
         return ParseError(Reason.INVALID_FIELD, f"sPort must be an integer, got {type(value).__name__}")
     if not 0 <= port <= 65535:
-        return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {port}")
+        shown = port if port.bit_length() <= 64 else "a number of more than 20 digits"  # str() may raise
+        return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {shown}")
     return port
 
 
@@ -78,6 +93,9 @@ def event_from_record(obj: Any) -> IISEvent | ParseError:
             and type(sip) is str
             and type(port) is int
             and 0 <= port <= 65535
+            and len(cip) <= MAX_KEY_CHARS
+            and len(computer) <= MAX_KEY_CHARS
+            and len(sip) <= MAX_KEY_CHARS
         ):
             m, q, user, site, agent, status, sub, win32 = (  # STRING_FIELDS, in order
                 get("csMethod"),
@@ -127,6 +145,8 @@ def _checked_event(obj: Any) -> IISEvent | ParseError:
             return ParseError(Reason.MISSING_FIELD, f"{name} is missing")
         if type(value) is not str:
             return ParseError(Reason.INVALID_FIELD, f"{name} must be a string, got {type(value).__name__}")
+        if len(value) > MAX_KEY_CHARS:
+            return key_too_long(name)
         keys.append(value)
     port = _port(obj.get("sPort"))
     if isinstance(port, ParseError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import itemgetter
 
+from streams.core.parse import MAX_KEY_CHARS, key_too_long
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.timefmt import parse_iso_ms
 
@@ -146,6 +147,10 @@ class W3CParser:
         if self._dash_as_null:
             values = tuple(["" if v == "-" else v for v in values])
         c_ip, s_ip, method, query, user, site, agent, status, substatus, win32 = values
+        if len(c_ip) > MAX_KEY_CHARS or len(computer) > MAX_KEY_CHARS or len(s_ip) > MAX_KEY_CHARS:
+            return key_too_long(
+                "cIP" if len(c_ip) > MAX_KEY_CHARS else "Computer" if len(computer) > MAX_KEY_CHARS else "sIP"
+            )
         return IISEvent(
             time_ms, c_ip, computer, s_ip, port, method, query, user, site, agent, status, substatus, win32
         )

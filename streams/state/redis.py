@@ -64,8 +64,26 @@ def redis_address(url: str) -> str:
 class RedisStore:
     """WindowStore on Redis with the asyncio client."""
 
-    def __init__(self, url: str, app_id: str, ttl_ms: int = 0, max_backoff_s: float = 5.0) -> None:
-        self.client: Any = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    def __init__(
+        self,
+        url: str,
+        app_id: str,
+        ttl_ms: int = 0,
+        max_backoff_s: float = 5.0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: Mapping[str, str] | None = None,
+    ) -> None:
+        """`username`/`password` override the URL's (keep the password out of the URL, which `ps`
+        shows); `tls`: redis-py's ssl_ca_certs, ssl_certfile, ssl_keyfile for rediss://."""
+        options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5}
+        if username:
+            options["username"] = username
+        if password is not None:
+            options["password"] = password
+        if url.startswith("rediss://"):
+            options.update(tls or {})
+        self.client: Any = aioredis.from_url(url, **options)
         self.address = redis_address(url)
         self.prefix = f"iis-portscan:{app_id}:".encode()
         self.ttl_ms = ttl_ms  # 0: no wall-clock expiry

@@ -78,6 +78,57 @@ def test_bad_port(value: Any) -> None:
     assert isinstance(ev, ParseError) and ev.reason is Reason.INVALID_FIELD
 
 
+@pytest.mark.parametrize(
+    "make_value",  # built lazily: pytest's ids would str() the number
+    [
+        lambda: "1" * 5000,
+        lambda: "0" * 5000 + "80",
+        lambda: 10**5000,
+        lambda: 10**400,
+        lambda: -(10**400),
+        lambda: 1e300,
+    ],
+    ids=[
+        "str-5000-digits",
+        "str-leading-zeros",
+        "int-5001-digits",
+        "int-401-digits",
+        "int-negative",
+        "1e300",
+    ],
+)
+def test_port_of_thousands_of_digits_is_an_error_not_an_exception(make_value: Any) -> None:
+    """Fuzzer finding: int() of a >4300-digit string (or str() of such an int) raises ValueError."""
+    value = make_value()
+    ev = event_from_record(rec(sPort=value))
+    if value == "0" * 5000 + "80":
+        assert isinstance(ev, IISEvent) and ev.sPort == 80
+    else:
+        assert isinstance(ev, ParseError) and ev.reason is Reason.INVALID_FIELD
+        assert "sPort out of range" in ev.detail and len(ev.detail) < 100
+
+
+def test_number_of_thousands_of_digits_in_a_string_column() -> None:
+    """Fuzzer finding: Kusto's tostring of an int Python will not print (only a non-orjson decoder)."""
+    ev = event_from_record(rec(csMethod=10**5000))
+    assert ev == ParseError(Reason.INVALID_FIELD, "csMethod is a number too large to convert")
+    ev = event_from_record(rec(csMethod=10**400))
+    assert isinstance(ev, IISEvent) and ev.csMethod == str(10**400)
+
+
+@pytest.mark.parametrize("name", ["cIP", "Computer", "sIP"])
+@pytest.mark.parametrize("checked", [False, True])
+def test_key_columns_longer_than_max_key_chars_are_rejected(name: str, checked: bool) -> None:
+    from streams.core.parse import MAX_KEY_CHARS
+
+    extra = {"sPort": "443"} if checked else {}  # a string port takes the checked path
+    ev = event_from_record(rec(**{name: "k" * MAX_KEY_CHARS}, **extra))
+    assert isinstance(ev, IISEvent) and getattr(ev, name) == "k" * MAX_KEY_CHARS
+    ev = event_from_record(rec(**{name: "k" * (MAX_KEY_CHARS + 1)}, **extra))
+    assert ev == ParseError(Reason.INVALID_FIELD, f"{name} is longer than 256 characters")
+    assert list(parse_json(orjson.dumps({"records": [rec(**{name: "k" * 10_000})]}))) == [ev]
+
+
 def test_optional_strings_default_to_empty_and_numbers_become_text() -> None:
     ev = event_from_record(rec(csUserName=None, csMethod=..., scStatus=401, scSubStatus=0, scWin32Status=5))
     assert isinstance(ev, IISEvent)

@@ -335,6 +335,26 @@ def test_bad_ports(text: str) -> None:
     assert "s-port" in err.detail
 
 
+@pytest.mark.parametrize(
+    ("field", "name"), [("c-ip", "cIP"), ("s-ip", "sIP"), ("s-computername", "Computer"), (None, "Computer")]
+)
+def test_key_fields_longer_than_max_key_chars_are_rejected(field: str | None, name: str) -> None:
+    from streams.core.parse import MAX_KEY_CHARS
+
+    header = "#Fields: date time c-ip s-ip s-computername"
+    values = {"c-ip": "198.51.100.7", "s-ip": "10.0.0.1", "s-computername": "WEB01"}
+    for length, ok in ((MAX_KEY_CHARS, True), (MAX_KEY_CHARS + 1, False)):
+        key = "k" * length
+        line = "2026-01-01 00:00:00 " + " ".join(key if f == field else v for f, v in values.items())
+        parser = make(computer=key if field is None else None)
+        assert parser.feed(header) is None
+        result = parser.feed(line)
+        if ok:
+            assert isinstance(result, IISEvent) and getattr(result, name) == key
+        else:
+            assert result == ParseError(Reason.INVALID_FIELD, f"{name} is longer than 256 characters")
+
+
 def test_dash_port_is_null_with_dash_as_null_too() -> None:
     assert one_event(FIELDS, LINE.replace(" 443 ", " - "), dash_as_null=True).sPort is None
 
