@@ -185,6 +185,8 @@ class Worker:
             return {}
         out: dict[str, float] = {}
         for line in text.splitlines():
+            if line.startswith("#"):
+                continue
             name, _, value = line.rpartition(" ")
             if name:
                 out[name] = float(value)

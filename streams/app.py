@@ -19,13 +19,15 @@ from faust.web import Request, Response, View
 
 from streams.batching import App as BatchingApp
 from streams.delivery import AsyncProducer
-from streams.processor import Metrics, Processor, Publisher
+from streams.metrics import Metrics, Snapshot, summary
+from streams.processor import Processor, Publisher, wall_ms
 from streams.settings import Settings
 from streams.state.base import WindowStore
 from streams.state.memory import MemoryStore
 from streams.topics import repartition_topic
 
 log = logging.getLogger("iis-portscan")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
 RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -59,7 +61,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         datadir=settings.data_dir,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
+        consumer_group_instance_id=settings.group_instance_id or None,  # static membership
         topic_partitions=partitions,
         topic_replication_factor=settings.replication,
         table_standby_replicas=settings.standby_replicas,
@@ -72,6 +75,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         broker_max_poll_records=settings.batch_size,  # one fetch = one processing batch, at most
         topic_allow_declare=True,
         fetch_wait_ms=settings.batch_wait,
+        drain_timeout_s=settings.drain_timeout / 1000,
         broker_credentials=client.faust_credentials(),  # TLS, SASL: the same properties as above
     )
     input_topic = app.topic(settings.input_topic, **RAW)
@@ -103,6 +107,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             settings.store, settings.app_id, settings.redis_ttl, **settings.redis_store_options()
         )
         app.stopping_hooks.append(redis_store.abort)  # a stopping worker does not wait for Redis
+        app.after_consumer_stop.append(redis_store.close)
         store = redis_store
 
     def acknowledge(done: dict[Any, int]) -> None:
@@ -144,40 +149,98 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             async for _ in stream:  # pragma: no cover - the batching consumer takes these messages
                 raise RuntimeError("router input reached faust's per-message path")
 
-    def owned() -> list[int]:
-        if app.rebalancing or app.tables.recovery.in_recovery:
+    source_name = source.get_topic_name()
+    consumed = [source_name] if settings.input_keyed else [source_name, settings.input_topic]
+    state = {"assigned_once": False}
+
+    def settled() -> bool:
+        """Assigned, not rebalancing, state recovered: what /readyz reports."""
+        return state["assigned_once"] and not app.rebalancing and not app.tables.recovery.in_recovery
+
+    def caught_up() -> list[int]:
+        """Detector partitions whose position is at the end offset: only those may idle. With the
+        router, none while this worker's own input partitions still lag (the repartition topic only
+        looks caught up then)."""
+        if not settled():
             return []
-        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == source.get_topic_name())
+        lags = app.consumer.lags(consumed)
+        if any(n != 0 for tp, n in lags.items() if tp.topic != source_name):
+            return []
+        return sorted(tp.partition for tp, n in lags.items() if tp.topic == source_name and n == 0)
+
+    def snapshot() -> Snapshot:
+        now = wall_ms()
+        event_lag, watermarks = processor.clocks(now)
+        recovery = app.tables.recovery
+        try:
+            lags = app.consumer.lags(consumed)
+            stalled = 0.0 if not settled() else app.consumer.stalled_seconds(consumed)
+        except Exception:  # the consumer is not started yet
+            lags, stalled = {}, 0.0
+        store_stats = getattr(store, "stats", None)
+        if store_stats is not None:
+            metrics.counts["store_retries"] = store_stats["retries"]
+            metrics.counts["store_errors"] = store_stats["errors"]
+        return Snapshot(
+            ready=settled(),
+            partitions=len(processor.engines),
+            open_windows=sum(e.open_count() for e in processor.engines.values()),
+            consumer_lag={(tp.topic, tp.partition): n for tp, n in lags.items() if n is not None},
+            event_time_lag_seconds=event_lag,
+            watermark_seconds=watermarks,
+            recovery_remaining_records=recovery.active_remaining_total() if recovery.in_recovery else 0,
+            fetch_stalled_seconds=stalled,
+            last_checkpoint_timestamp_seconds=processor.last_checkpoint_wall,
+        )
+
+    metrics.snapshot = snapshot
 
     @app.timer(1.0)  # type: ignore[misc]
     async def tick() -> None:
-        await processor.tick(owned())
+        await processor.tick(caught_up())
 
     @app.timer(30.0)  # type: ignore[misc]
     async def report() -> None:
-        log.info("metrics %s", _summary(processor.metrics, processor.gauges()))
+        log.info("metrics %s", summary(processor.metrics, processor.gauges()))
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        await processor.drop(tp.partition for tp in revoked if tp.topic == source.get_topic_name())
+        metrics.counts["rebalances"] += 1
+        await processor.drop(tp.partition for tp in revoked if tp.topic == source_name)
 
     @app.on_partitions_assigned.connect  # type: ignore[misc]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        processor.assign(tp.partition for tp in assigned if tp.topic == source.get_topic_name())
+        state["assigned_once"] = True
+        processor.assign(tp.partition for tp in assigned if tp.topic == source_name)
 
     if settings.web_port > 0:
+        stall_limit_s = settings.stall_timeout / 1000
 
         @app.page("/metrics")  # type: ignore[misc]
         class MetricsView(View):
             async def get(self, request: Request) -> Response:
-                return self.text(processor.metrics.prometheus(processor.gauges()))
+                return self.bytes(processor.metrics.render(), content_type=PROMETHEUS_TEXT)
+
+        @app.page("/healthz")  # type: ignore[misc]
+        class HealthView(View):
+            """Alive: the event loop answers, and the consumer has not stalled with input waiting."""
+
+            async def get(self, request: Request) -> Response:
+                stalled = snapshot().fetch_stalled_seconds
+                if stalled > stall_limit_s:
+                    return self.text(
+                        f"stalled: no fetch progress for {stalled:.0f}s with input waiting\n", status=503
+                    )
+                return self.text("ok\n")
+
+        @app.page("/readyz")  # type: ignore[misc]
+        class ReadyView(View):
+            """Ready: partitions assigned and state recovered; not during a rebalance or recovery."""
+
+            async def get(self, request: Request) -> Response:
+                if settled():
+                    return self.text("ready\n")
+                why = "recovering state" if app.tables.recovery.in_recovery else "waiting for partitions"
+                return self.text(f"not ready: {why}\n", status=503)
 
     return Job(app, processor, source, settings)
-
-
-def _summary(metrics: Metrics, gauges: dict[str, float]) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(metrics.counts.items())]
-    parts += [f"alerts_{k}={v}" for k, v in sorted(metrics.alerts.items())]
-    parts += [f"dead_{k}={v}" for k, v in sorted(metrics.dead.items())]
-    parts += [f"{k}={v}" for k, v in sorted(gauges.items())]
-    return " ".join(parts)

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -55,6 +58,44 @@ class BatchingConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._done_through: dict[TP, int] = {}  # batch topics: highest offset whose effect is durable
+        self.read_through: dict[TP, int] = {}  # batch topics: highest offset handed to a handler
+        self.last_progress = time.monotonic()  # when records were last handed to a handler
+        self._waiting_since: float | None = None
+
+    def lag(self, tp: TP) -> int | None:
+        """Records between the partition's end offset and the next one to process (None: unknown
+        until a fetch has reported the end offset)."""
+        try:
+            end = self.highwater(tp)
+        except Exception:  # not started, or the partition is not assigned any more
+            return None
+        if end is None or end < 0:
+            return None
+        read = self.read_through.get(tp)
+        next_offset = read + 1 if read is not None else self._committed_offset.get(tp)
+        if next_offset is None:
+            return None
+        return max(0, end - next_offset)
+
+    def lags(self, topics: Iterable[str]) -> dict[TP, int | None]:
+        """`lag` of every assigned partition of these topics."""
+        wanted = set(topics)
+        try:
+            assigned = self.assignment()
+        except Exception:
+            return {}
+        return {tp: self.lag(tp) for tp in assigned if tp.topic in wanted}
+
+    def stalled_seconds(self, topics: Iterable[str]) -> float:
+        """Seconds without progress while some partition of these topics has input waiting (since the
+        later of the last progress and the first time input was seen waiting); 0 when caught up."""
+        now = time.monotonic()
+        if not any(n for n in self.lags(topics).values()):
+            self._waiting_since = None
+            return 0.0
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - max(self._waiting_since, self.last_progress)
 
     def ack_through(self, done: Mapping[TP, int]) -> None:
         """Acknowledge every fetched record of each partition up to and including its offset: what a
@@ -81,6 +122,7 @@ class BatchingConsumer(AIOKafkaConsumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self._done_through.pop(tp, None)
+            self.read_through.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the Fetcher service's loop
@@ -116,6 +158,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                     if tp.topic in handlers:
                         batches.setdefault(tp.topic, {})[tp] = tp_records
                         set_read_offset(tp, tp_records[-1].offset)
+                        self.read_through[tp] = tp_records[-1].offset
                         continue
                     for record in tp_records:
                         offset = record.offset
@@ -127,6 +170,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
+                if batches:
+                    self.last_progress = time.monotonic()
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -157,14 +202,32 @@ class App(faust.App):
     functions that tell the job's clients to stop waiting for their services in `stopping_hooks`,
     and coroutines to run before the consumer stops (while tables are open) in `before_consumer_stop`."""
 
-    def __init__(self, *args: Any, fetch_wait_ms: int = 1500, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, fetch_wait_ms: int = 1500, drain_timeout_s: float = 30.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.batch_handlers: dict[str, BatchHandler] = {}
         self.stopping_hooks: list[Callable[[], None]] = []
         self.before_consumer_stop: list[Callable[[], Awaitable[None]]] = []
+        self.after_consumer_stop: list[Callable[[], Awaitable[None]]] = []
         self.fetch_wait_ms = fetch_wait_ms
+        self.drain_timeout_s = drain_timeout_s
+
+    def _drain_deadline(self) -> None:
+        """The drain's bound: whatever still runs then, the process exits (non-zero). Nothing is lost:
+        input whose effect was not checkpointed is not committed, and the next worker reads it."""
+        log.error(
+            "shutdown did not finish within the drain timeout (%.0fs): exiting; input since the last "
+            "checkpoint will be read again",
+            self.drain_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(3)
 
     async def _stop_consumer(self) -> None:
+        watchdog = threading.Timer(self.drain_timeout_s, self._drain_deadline)
+        watchdog.daemon = True
+        watchdog.start()
         for stopping in self.stopping_hooks:  # first: a handler waiting for Redis would hold the lock
             stopping()
         for hook in self.before_consumer_stop:
@@ -175,6 +238,11 @@ class App(faust.App):
             except Exception as exc:
                 log.exception("before stopping the consumer: %r", exc)
         await super()._stop_consumer()
+        for hook in self.after_consumer_stop:
+            try:
+                await hook()
+            except Exception as exc:
+                log.warning("closing: %r", exc)
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from streams.core.checkpoint import PendingWrites
 from streams.core.deadletter import dead_letter, dead_letter_key, unpublishable
 from streams.core.engine import (
     META_KEY,
+    NO_TIME,
     Meta,
     PartitionEngine,
     StepResult,
@@ -34,6 +34,7 @@ from streams.core.engine import (
 from streams.core.parse import decode_records, event_from_record, single_event
 from streams.core.records import IISEvent, ParseError
 from streams.delivery import AsyncProducer, Refused
+from streams.metrics import Metrics
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
@@ -50,26 +51,6 @@ def routing_key(ev: IISEvent) -> bytes:
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class Metrics:
-    """Counters; logged periodically and served as Prometheus text when the web server is on."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.dead: Counter[str] = Counter()
-        self.alerts: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()  # time spent, by activity
-
-    def prometheus(self, gauges: dict[str, float]) -> str:
-        lines = [f"iis_portscan_{name}_total {value}" for name, value in sorted(self.counts.items())]
-        lines += [
-            f'iis_portscan_dead_letters_total{{reason="{r}"}} {n}' for r, n in sorted(self.dead.items())
-        ]
-        lines += [f'iis_portscan_alerts_total{{phase="{p}"}} {n}' for p, n in sorted(self.alerts.items())]
-        lines += [f"iis_portscan_{name}_seconds_total {v:.3f}" for name, v in sorted(self.seconds.items())]
-        lines += [f"iis_portscan_{name} {value}" for name, value in sorted(gauges.items())]
-        return "\n".join(lines) + "\n"
 
 
 class Publisher:
@@ -163,6 +144,7 @@ class Processor:
         self.pending: dict[int, PendingWrites] = {}
         self.unacked: dict[Any, int] = {}  # topic partition -> highest offset processed
         self.last_checkpoint = time.monotonic()
+        self.last_checkpoint_wall = 0.0
         self.lock = asyncio.Lock()
         self.metrics = metrics or publisher.metrics
 
@@ -283,7 +265,9 @@ class Processor:
         return loaded
 
     async def tick(self, partitions: Iterable[int]) -> None:
-        """Idle housekeeping for the partitions this worker owns (timer, every second)."""
+        """Idle housekeeping (timer, every second) for the owned partitions that are caught up: their
+        position is at the end offset. A lagging partition is never idle, however long its batches
+        take to come (a slow store, a busy worker)."""
         async with self.lock:
             now = self.clock()
             for partition in partitions:
@@ -349,6 +333,8 @@ class Processor:
         if done:
             self.acknowledge(done)
         self.last_checkpoint = time.monotonic()
+        self.last_checkpoint_wall = time.time()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         seconds = self.metrics.seconds
         seconds["publishing"] += t1 - t0
         seconds["state_writing"] += time.perf_counter() - t1
@@ -437,3 +423,15 @@ class Processor:
             "open_windows": sum(e.open_count() for e in self.engines.values()),
             "partitions": len(self.engines),
         }
+
+    def clocks(self, now_ms: int) -> tuple[dict[int, float], dict[int, float]]:
+        """Per partition that has seen an event: (event-time lag, watermark), in seconds."""
+        lag: dict[int, float] = {}
+        watermark: dict[int, float] = {}
+        for partition, engine in self.engines.items():
+            meta = engine.meta
+            if meta.max_event_ms != NO_TIME:
+                lag[partition] = (now_ms - meta.max_event_ms) / 1000
+            if meta.watermark != NO_TIME:
+                watermark[partition] = meta.watermark / 1000
+        return lag, watermark

@@ -12,6 +12,7 @@ import time
 
 import faust
 
+from streams import logs
 from streams.app import create_app
 from streams.errors import AuthError, JobError, ServiceUnreachable
 from streams.settings import ConfigError, Settings
@@ -21,9 +22,7 @@ log = logging.getLogger("iis-portscan")
 
 
 def run_worker(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(settings.log_level, settings.log_format)
     try:
         reach_kafka(settings)
         if settings.store.startswith(("redis://", "rediss://")):
@@ -34,7 +33,13 @@ def run_worker(settings: Settings) -> int:
         sys.stderr.write(f"iis-portscan: {exc}\n")
         return 2
     job = create_app(settings, source_partitions)
-    worker = faust.Worker(job.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        job.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.logging_config(settings.log_level, settings.log_format),
+    )
     tune_gc()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; faust commits and flushes on the way out
     return 0

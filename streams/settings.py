@@ -295,9 +295,51 @@ class Settings:
     )
     web_port: int = field(
         default=0,
-        metadata=_opt("serve /metrics (Prometheus text) on this port; 0 = no web server", int, "PORT"),
+        metadata=_opt(
+            "serve /healthz, /readyz and /metrics (Prometheus text) on this port; 0 = no web server",
+            int,
+            "PORT",
+        ),
+    )
+    web_host: str = field(
+        default="0.0.0.0",
+        metadata=_opt(
+            "address the web server binds: all interfaces, as a container or a scraper on another host "
+            "needs; 127.0.0.1 keeps it local",
+            str,
+            "ADDRESS",
+        ),
+    )
+    stall_timeout: int = field(
+        default=120_000,
+        metadata=_opt(
+            "/healthz fails after this long without fetch progress while input is waiting",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    drain_timeout: int = field(
+        default=30_000,
+        metadata=_opt(
+            "on SIGTERM: stop fetching, finish the batch, checkpoint, commit, close; exit at the latest "
+            "after this long (what is not checkpointed by then is read again by the next worker)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    group_instance_id: str = field(
+        default="",
+        metadata=_opt(
+            "static group membership (e.g. the pod name): a restart within the session timeout moves no "
+            "partition; unique per worker",
+            str,
+            "ID",
+        ),
     )
     log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL"))
+    log_format: str = field(
+        default="text", metadata=_opt("text, or json: one object per line for log shippers", str, "text|json")
+    )
 
     def __post_init__(self) -> None:
         if not set(self.emit_phases()) <= {"early", "final"}:
@@ -313,6 +355,10 @@ class Settings:
             raise ConfigError(
                 f"--app-id / PORTSCAN_APP_ID may hold only letters, digits, '.', '_' and '-' (1-200 of "
                 f"them), got {self.app_id!r}"
+            )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(
+                f"--log-format / PORTSCAN_LOG_FORMAT must be text or json, got {self.log_format!r}"
             )
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -89,6 +90,7 @@ class RedisStore:
         self.ttl_ms = ttl_ms  # 0: no wall-clock expiry
         self.max_backoff_s = max_backoff_s
         self._abort = asyncio.Event()
+        self.stats: Counter[str] = Counter()  # retries, errors: served as metrics
 
     def abort(self) -> None:
         """The worker is stopping: stop waiting for Redis. Operations still get one attempt each (a
@@ -118,6 +120,7 @@ class RedisStore:
                     log.warning("redis: %s succeeded again after %d failed attempts", what, failures)
                 return result
             except Exception as exc:
+                self.stats["errors"] += 1
                 if _auth_problem(exc):
                     raise AuthError(
                         f"Redis at {self.address} refused authentication or permission: {exc}"
@@ -129,6 +132,7 @@ class RedisStore:
                         f"Redis at {self.address} unreachable while the worker stops ({what}): {exc}"
                     ) from exc
                 failures += 1
+                self.stats["retries"] += 1
                 log.warning(
                     "redis: %s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
                 )

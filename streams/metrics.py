@@ -1,0 +1,159 @@
+"""The worker's metrics: plain counters on the hot path, Prometheus text (prometheus-client) at scrape time.
+
+Counting an event must cost a dict increment, not a library call, so the processor keeps `Counter`s
+and a scrape turns them, and a snapshot of the worker's state (lag, watermarks, readiness), into metric
+families. Names follow the Prometheus conventions (`_total` counters, `_seconds` units); the list that
+dashboards and alert rules may use is deploy/observability/METRICS.txt, checked by the tests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+disable_created_metrics()  # no `_created` series beside every counter and histogram
+PREFIX = "iis_portscan_"
+COUNTER_HELP = {
+    "messages": "input messages read (a message may hold an envelope of records)",
+    "events": "valid events processed",
+    "batches": "fetches processed",
+    "routed": "events forwarded by the router to the repartition topic",
+    "records_written": "window and watermark records written to the store",
+    "checkpoints": "checkpoints completed (alerts delivered, state written, input acknowledged)",
+    "windows_expired": "closed windows deleted past the retention",
+    "stale_batches_skipped": "fetched batches of partitions revoked before they were processed",
+    "dead_letters_unsendable": "dead letters the broker refused (logged, not sent)",
+    "rebalances": "consumer-group rebalances this worker went through",
+    "store_retries": "store operations retried after an error (Redis outage)",
+    "store_errors": "store operations that failed",
+}
+SECONDS_HELP = {
+    "processing": "seconds spent processing batches",
+    "publishing": "seconds spent sending alerts and dead letters and waiting for their delivery",
+    "state_writing": "seconds spent writing state at checkpoints",
+}
+
+
+@dataclass
+class Snapshot:
+    """The worker's state at scrape time (from the app: consumer, recovery, engines)."""
+
+    ready: bool = False
+    partitions: int = 0
+    open_windows: int = 0
+    consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    event_time_lag_seconds: dict[int, float] = field(default_factory=dict)
+    watermark_seconds: dict[int, float] = field(default_factory=dict)
+    recovery_remaining_records: int = 0
+    fetch_stalled_seconds: float = 0.0
+    last_checkpoint_timestamp_seconds: float = 0.0
+
+
+class Metrics(Collector):  # type: ignore[misc]
+    """Counters (the hot path increments these dicts) and the Prometheus view of them."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot] = Snapshot) -> None:
+        self.counts: Counter[str] = Counter()
+        self.dead: Counter[str] = Counter()
+        self.alerts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # time spent, by activity
+        self.snapshot = snapshot
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.checkpoint_seconds = Histogram(
+            PREFIX + "checkpoint_seconds",
+            "duration of a checkpoint: delivery wait, state write, acknowledgement",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.registry.register(self)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition, with HELP and TYPE lines."""
+        return generate_latest(self.registry)
+
+    def describe(self) -> list[Metric]:
+        return []  # families vary with what was counted: collected at scrape time only
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_ in COUNTER_HELP.items():
+            counter = CounterMetricFamily(PREFIX + name, help_)
+            counter.add_metric([], self.counts.get(name, 0))
+            yield counter
+        dead = CounterMetricFamily(
+            PREFIX + "dead_letters", "records dead-lettered, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(self.dead.items()):
+            dead.add_metric([reason], n)
+        yield dead
+        alerts = CounterMetricFamily(PREFIX + "alerts", "alerts published, by phase", labels=["phase"])
+        for phase, n in sorted(self.alerts.items()):
+            alerts.add_metric([phase], n)
+        yield alerts
+        for name, help_ in SECONDS_HELP.items():
+            spent = CounterMetricFamily(PREFIX + name + "_seconds", help_)
+            spent.add_metric([], self.seconds.get(name, 0.0))
+            yield spent
+        yield from self._gauges(self.snapshot())
+
+    @staticmethod
+    def _gauges(snap: Snapshot) -> Iterator[Metric]:
+        def gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, help_, value=value)
+
+        yield gauge("ready", "1 when partitions are assigned and state is recovered", float(snap.ready))
+        yield gauge("partitions", "detector partitions this worker owns", snap.partitions)
+        yield gauge("open_windows", "windows held open in memory", snap.open_windows)
+        yield gauge(
+            "recovery_remaining_records",
+            "changelog records left to recover before processing starts",
+            snap.recovery_remaining_records,
+        )
+        yield gauge(
+            "fetch_stalled_seconds",
+            "seconds without fetch progress while input is waiting (0 when caught up)",
+            snap.fetch_stalled_seconds,
+        )
+        yield gauge(
+            "last_checkpoint_timestamp_seconds",
+            "wall-clock time of the last completed checkpoint",
+            snap.last_checkpoint_timestamp_seconds,
+        )
+        lag = GaugeMetricFamily(
+            PREFIX + "consumer_lag",
+            "records between the partition's end offset and the next to be processed",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), n in sorted(snap.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+        event_lag = GaugeMetricFamily(
+            PREFIX + "event_time_lag_seconds",
+            "wall clock minus the newest event time seen, per detector partition",
+            labels=["partition"],
+        )
+        for partition, seconds in sorted(snap.event_time_lag_seconds.items()):
+            event_lag.add_metric([str(partition)], seconds)
+        yield event_lag
+        watermark = GaugeMetricFamily(
+            PREFIX + "watermark_seconds",
+            "the partition's event-time watermark (epoch seconds)",
+            labels=["partition"],
+        )
+        for partition, seconds in sorted(snap.watermark_seconds.items()):
+            watermark.add_metric([str(partition)], seconds)
+        yield watermark
+
+
+def summary(metrics: Metrics, extra: dict[str, Any]) -> str:
+    """One log line of the counters (every 30 s)."""
+    parts = [f"{k}={v}" for k, v in sorted(metrics.counts.items())]
+    parts += [f"alerts_{k}={v}" for k, v in sorted(metrics.alerts.items())]
+    parts += [f"dead_{k}={v}" for k, v in sorted(metrics.dead.items())]
+    parts += [f"{k}={v}" for k, v in sorted(extra.items())]
+    return " ".join(parts)
