@@ -119,6 +119,33 @@ class Settings:
             "url_decode reads '+' as a space (.NET, the default) or keeps it literal", str, "space|literal"
         ),
     )
+    # Input and output formats.
+    input_format: str = field(
+        default="auto",
+        metadata=_opt(
+            "how to read input messages: auto (recognise each message by its content), w3ciislog, "
+            "raw (a W3C line, bare or in a shipper's envelope), ecs, nxlog",
+            str,
+            "auto|w3ciislog|raw|ecs|nxlog",
+        ),
+    )
+    w3c_fields: str = field(
+        default="",
+        metadata=_opt(
+            "field list of W3C lines that arrive without their #Fields header (space-separated ids; "
+            "default: IIS's default W3C fields)",
+            str,
+            "IDS",
+        ),
+    )
+    alert_format: str = field(
+        default="sentinel",
+        metadata=_opt(
+            "alert records: sentinel (the rule's columns and our metadata) or ocsf (OCSF Detection Finding)",
+            str,
+            "sentinel|ocsf",
+        ),
+    )
     # Kafka and the worker.
     brokers: str = field(
         default="127.0.0.1:9092", metadata=_opt("Kafka bootstrap servers", str, "HOST:PORT,...")
@@ -355,6 +382,15 @@ class Settings:
             raise ConfigError(
                 f"--app-id / PORTSCAN_APP_ID may hold only letters, digits, '.', '_' and '-' (1-200 of "
                 f"them), got {self.app_id!r}"
+            )
+        if self.input_format not in ("auto", "w3ciislog", "raw", "ecs", "nxlog"):
+            raise ConfigError(
+                "--input-format / PORTSCAN_INPUT_FORMAT takes auto, w3ciislog, raw, ecs or nxlog, "
+                f"got {self.input_format!r}"
+            )
+        if self.alert_format not in ("sentinel", "ocsf"):
+            raise ConfigError(
+                f"--alert-format / PORTSCAN_ALERT_FORMAT takes sentinel or ocsf, got {self.alert_format!r}"
             )
         if self.log_format not in ("text", "json"):
             raise ConfigError(
