@@ -118,7 +118,13 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     processor = Processor(
         settings.stream_params(),
         store,
-        Publisher(producer, settings.alert_topic, settings.dlq_topic, metrics),
+        Publisher(
+            producer,
+            settings.alert_topic,
+            settings.dlq_topic,
+            metrics,
+            ocsf_max_bytes=settings.max_record_bytes if settings.alert_format == "ocsf" else None,
+        ),
         acknowledge,
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,

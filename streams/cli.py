@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
-    Settings.add_arguments(replay, RULE_SETTINGS)
+    Settings.add_arguments(replay, (*RULE_SETTINGS, "alert_format"))
 
     sample = sub.add_parser(
         "sample",

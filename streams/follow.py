@@ -63,6 +63,8 @@ def run_follow(
                 continue
             seen += 1
             alert = orjson.loads(value)
+            if "class_uid" in alert:  # an OCSF Detection Finding (--alert-format ocsf): the alert within
+                alert = alert["unmapped"]
             latest[alert["AlertId"]] = alert.get("Phase", "-")
             out.write((pretty(alert) if as_table else value.decode()) + "\n")
             out.flush()

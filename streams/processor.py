@@ -31,6 +31,7 @@ from streams.core.engine import (
     WindowRecord,
     position,
 )
+from streams.core.ocsf import to_ocsf
 from streams.core.parse import decode_records, event_from_record, single_event
 from streams.core.records import IISEvent, ParseError
 from streams.delivery import AsyncProducer, Refused
@@ -67,10 +68,14 @@ class Publisher:
         dlq_topic: str,
         metrics: Metrics | None = None,
         clock: Callable[[], int] | None = None,
+        ocsf_max_bytes: int | None = None,
     ) -> None:
+        """`ocsf_max_bytes`: publish alerts as OCSF Detection Findings of at most that size (else the
+        sentinel record as the core built it)."""
         self.producer = producer
         self.alert_topic = alert_topic
         self.dlq_topic = dlq_topic
+        self.ocsf_max_bytes = ocsf_max_bytes
         self.metrics = metrics or Metrics()
         self.clock = clock or wall_ms
         producer.on_refused = self.refused
@@ -99,8 +104,10 @@ class Publisher:
 
     def send(self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
         send = self.producer.send
+        ocsf_max = self.ocsf_max_bytes
         for alert in alerts:
-            send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(alert))
+            record = alert if ocsf_max is None else to_ocsf(alert, ocsf_max)
+            send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(record))
         for key, record in dead:
             send(self.dlq_topic, key, orjson.dumps(record))
 

@@ -12,6 +12,7 @@ from typing import BinaryIO, TextIO
 import orjson
 
 from streams.core.batch import BatchDetector
+from streams.core.ocsf import to_ocsf
 from streams.core.records import ParseError
 from streams.settings import Settings
 from streams.sources import SourceOptions, iter_file, open_binary
@@ -93,8 +94,11 @@ def run_replay(
         done_before += _size(path)
     progress.close()
     alerts = detector.alerts()
+    ocsf = settings.alert_format == "ocsf"  # one OCSF Detection Finding per alert, bounded like an alert
+    max_bytes = detector.params.max_record_bytes
     for alert in alerts:
-        out.write(orjson.dumps(alert, option=orjson.OPT_APPEND_NEWLINE))
+        record = to_ocsf(alert, max_bytes) if ocsf else alert
+        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     out.flush()
     bad = sum(errors.values())
     if shown < bad:
