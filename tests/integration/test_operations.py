@@ -1,0 +1,150 @@
+"""Running it in production: health and readiness endpoints, lag metrics, graceful drain, OCSF output.
+
+Against the shared test broker: `/healthz` answers within seconds of start, `/readyz` once partitions are
+assigned; the lag metric of every input partition reaches 0 when the worker has caught up; SIGTERM then
+exits 0 within the drain time with every input offset committed to the end, so a restarted worker
+re-emits nothing; the worker publishes OCSF Detection Findings with `--alert-format ocsf`.
+(`/healthz` turning red on a frozen broker is in test_field_faults.py, which has a broker of its own.)
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from .conftest import KafkaTopics
+from .test_worker import expected_view, recent_workload, send, values_of
+from .test_worker import job as job
+from .workerkit import Job, Record, latest, schema_errors, view
+
+pytestmark = pytest.mark.integration
+DRAIN_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one metric in Prometheus text (labels as written, '' for none)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
+
+
+def poll(predicate: Callable[[], bool], timeout: float, what: str, job: Job) -> float:
+    """Seconds until `predicate()` holds (the latest worker alive); fails after `timeout`."""
+    started = time.monotonic()
+    deadline = started + job.budget(timeout)
+    while time.monotonic() < deadline:
+        job.workers[-1].check_alive()
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def committed_and_end(brokers: str, group: str, topic: str, partitions: int) -> list[tuple[int, int]]:
+    admin = AdminClient({"bootstrap.servers": brokers})
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)]).values()
+    got = future.result(timeout=30)
+    reader = Consumer({"bootstrap.servers": brokers, "group.id": f"{group}-watermarks"})
+    try:
+        return [
+            (tp.offset, reader.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
+            for tp in got.topic_partitions
+        ]
+    finally:
+        reader.close()
+
+
+def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics: KafkaTopics) -> None:
+    port = free_port()
+    records = recent_workload(6000, seed=11)
+    env = job.env(
+        web_port=str(port),
+        web_host="127.0.0.1",
+        data_dir=str(tmp_path / "state"),
+        drain_timeout=f"{DRAIN_S}s",
+    )
+    with job.worker(env=env) as proc:
+        healthy_after = poll(lambda: get(port, "/healthz")[0] == 200, 60, "/healthz 200", job)
+        poll(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz 200", job)
+        status, body = get(port, "/metrics")
+        assert status == 200 and "# HELP iis_portscan_consumer_lag" in body and "# TYPE" in body
+        send(job, records)
+        reader = job.reader(job.alert_topic)
+        want = expected_view(records)
+        reader.poll_until(lambda got: view(latest(values_of(got)).values()) == want, 90, proc.check_alive)
+
+        def caught_up() -> bool:
+            lags = metric_samples(get(port, "/metrics")[1], "iis_portscan_consumer_lag")
+            # every partition of the input and of the repartition topic reported, all at 0
+            return len(lags) == 8 and all(v == 0 for v in lags.values())
+
+        poll(caught_up, 60, "consumer lag 0 on every input partition", job)
+        text = get(port, "/metrics")[1]
+        assert metric_samples(text, "iis_portscan_events_total")[""] == len(records)
+        assert metric_samples(text, "iis_portscan_ready")[""] == 1
+        assert metric_samples(text, "iis_portscan_fetch_stalled_seconds")[""] == 0
+        assert len(metric_samples(text, "iis_portscan_watermark_seconds")) == 4
+        alerts_before = len(reader.records)
+        started = time.monotonic()
+        code = proc.stop()
+        drained_in = time.monotonic() - started
+    assert code == 0, f"exit code {code} after SIGTERM"
+    assert drained_in < DRAIN_S, f"drain took {drained_in:.1f}s"
+    for topic in (job.input_topic, job.repartition_topic):
+        pairs = committed_and_end(job.brokers, job.name, topic, 4)
+        assert all(c == end for c, end in pairs), f"{topic}: committed/end {pairs}"
+    # A restarted worker re-emits nothing: everything it reads again was committed.
+    with job.worker(env=env):
+        poll(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz 200 after restart", job)
+        time.sleep(3)
+        reader.poll(2)
+        assert len(reader.records) == alerts_before, "the restarted worker re-emitted alerts"
+    assert healthy_after < 30
+
+
+def test_worker_publishes_ocsf_findings(job: Job, tmp_path: Path) -> None:
+    records = recent_workload(3000, seed=12)
+    env = job.env(alert_format="ocsf", data_dir=str(tmp_path / "state"), input_keyed="true")
+    want = expected_view(records)
+    job.cli("topics", "create", env=env)
+    with job.worker(env=env) as proc:
+        send(job, records)
+        reader = job.reader(job.alert_topic)
+
+        def answered(got: list[Record]) -> bool:
+            findings = values_of(got)
+            return view(latest(f["unmapped"] for f in findings).values()) == want
+
+        got = reader.poll_until(answered, 90, proc.check_alive)
+    findings = values_of(got)
+    assert {f["class_uid"] for f in findings} == {2004}
+    assert {f["type_uid"] for f in findings} == {200401, 200402}  # Create (early), Update (final)
+    assert schema_errors(findings, "ocsf-detection-finding.schema.json") == []
