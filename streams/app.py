@@ -73,7 +73,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3000),
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         broker_max_poll_records=settings.batch_size,  # one fetch = one processing batch, at most
-        topic_allow_declare=True,
+        topic_allow_declare=settings.create_topics,  # managed clusters: topics exist, faust declares none
         fetch_wait_ms=settings.batch_wait,
         drain_timeout_s=settings.drain_timeout / 1000,
         broker_credentials=client.faust_credentials(),  # TLS, SASL: the same properties as above

@@ -15,7 +15,15 @@ from streams.sources import SourceOptions
 RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
 CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
 KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
-TOPIC_SETTINGS = (*KAFKA_SETTINGS, "input_keyed", "partitions", "replication", "store", "retention")
+TOPIC_SETTINGS = (
+    *KAFKA_SETTINGS,
+    "input_keyed",
+    "create_topics",
+    "partitions",
+    "replication",
+    "store",
+    "retention",
+)
 WORKER_SETTINGS = Settings.names()
 
 
@@ -46,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
-    Settings.add_arguments(replay, (*RULE_SETTINGS, "alert_format"))
+    Settings.add_arguments(replay, (*RULE_SETTINGS, "alert_format", "input_format", "w3c_fields"))
 
     sample = sub.add_parser(
         "sample",
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
-    Settings.add_arguments(produce, (*CLIENT_SETTINGS, "input_topic"))
+    Settings.add_arguments(produce, (*CLIENT_SETTINGS, "input_topic", "input_format", "w3c_fields"))
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
     alerts.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
@@ -117,7 +125,12 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "replay":
         from streams.replay import main_replay
 
-        options = SourceOptions(computer=args.computer, dash_as_null=args.w3c_dash_as_empty)
+        options = SourceOptions(
+            computer=args.computer,
+            dash_as_null=args.w3c_dash_as_empty,
+            input_format=settings.input_format,
+            w3c_fields=settings.w3c_fields,
+        )
         return main_replay(args.files, settings, options, args.output)
     if args.command == "sample":
         return _sample(args)
@@ -138,7 +151,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "produce":
         from streams.produce import run_produce
 
-        return run_produce(args.files, settings, SourceOptions(computer=args.computer))
+        options = SourceOptions(
+            computer=args.computer, input_format=settings.input_format, w3c_fields=settings.w3c_fields
+        )
+        return run_produce(args.files, settings, options)
     if args.command == "alerts":
         from streams.follow import run_follow
 

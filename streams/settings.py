@@ -189,6 +189,15 @@ class Settings:
             "BOOL",
         ),
     )
+    create_topics: bool = field(
+        default=True,
+        metadata=_opt(
+            "create missing topics at start; false on managed clusters: every topic must exist (the "
+            "worker names what is missing or wrong)",
+            parse_bool,
+            "BOOL",
+        ),
+    )
     partitions: int = field(
         default=4, metadata=_opt("partitions of topics we create (repartition topic included)", int, "N")
     )
