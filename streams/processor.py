@@ -152,6 +152,7 @@ class Processor:
         self.unacked: dict[Any, int] = {}  # topic partition -> highest offset processed
         self.last_checkpoint = time.monotonic()
         self.last_checkpoint_wall = 0.0
+        self.broken: Exception | None = None  # a checkpoint failed: see `_checkpoint`
         self.lock = asyncio.Lock()
         self.metrics = metrics or publisher.metrics
 
@@ -317,7 +318,21 @@ class Processor:
         return sum(len(p) for p in self.pending.values()) > self.max_pending
 
     async def _checkpoint(self) -> None:
-        """Deliver what was sent, write the changed records, then acknowledge the input."""
+        """Deliver what was sent, write the changed records, then acknowledge the input.
+
+        A checkpoint that fails leaves the processor broken: every later one raises the same error,
+        so nothing is acknowledged after a delivery or a write that did not happen (a later checkpoint
+        would otherwise find nothing pending and acknowledge input whose effect was lost). The input
+        since the last good checkpoint is read again by the next worker."""
+        if self.broken is not None:
+            raise self.broken
+        try:
+            await self._checkpoint_once()
+        except Exception as exc:
+            self.broken = exc
+            raise
+
+    async def _checkpoint_once(self) -> None:
         t0 = time.perf_counter()
         await self.publisher.deliver()
         t1 = time.perf_counter()
@@ -326,7 +341,7 @@ class Processor:
         for partition, pending in self.pending.items():
             if not pending:
                 continue
-            writes, expire_before = pending.drain(self.params.rule)
+            writes, expire_before = pending.encode(self.params.rule)
             if writes:
                 changes[partition] = writes
                 self.metrics.counts["records_written"] += len(writes)
@@ -336,6 +351,8 @@ class Processor:
             await self.store.write_partitions(changes)
         for partition, expire_before in expiries.items():
             self.metrics.counts["windows_expired"] += await self.store.expire(partition, expire_before)
+        for pending in self.pending.values():
+            pending.clear()  # written: only now (see `_checkpoint`)
         done, self.unacked = self.unacked, {}
         if done:
             self.acknowledge(done)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.core.parse import decode_records, event_from_record, records_of
 from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
 from streams.delivery import producer_config
 from streams.processor import routing_key
 from streams.settings import Settings
-from streams.sources import SourceOptions, _chain_first, _is_w3c, iter_file, open_binary
+from streams.sources import SourceOptions, iter_messages, open_binary
 
 
 def event_record(ev: IISEvent) -> dict[str, Any]:
@@ -39,49 +38,28 @@ def event_record(ev: IISEvent) -> dict[str, Any]:
 
 
 def messages(path: str, options: SourceOptions, err: TextIO) -> Iterator[tuple[bytes | None, bytes]]:
-    """(key, value) per record. Invalid records are sent unkeyed: the worker dead-letters them."""
+    """(key, value) per message, keyed by the routing key of the event it holds.
+
+    A line of a W3C .log file is sent as its W3CIISLog record (bad lines are reported on `err`, not
+    sent). Any other message is sent as it is (a shipper's envelope stays one), an array or envelope
+    record by record; a message that holds no event (invalid: the worker dead-letters it; or a W3C
+    directive, which the worker needs to read the lines after it) or events of different keys goes
+    unkeyed."""
     reader, raw = open_binary(path)
     try:
-        first = reader.peek(1)[:1] if hasattr(reader, "peek") else b""
-        if _is_w3c(path, first):
-            for location, result in iter_file(path, options, reader):
-                if isinstance(result, ParseError):
-                    err.write(f"{location}: {result}\n")
-                    continue
-                yield routing_key(result), orjson.dumps(event_record(result))
-            return
-        first = reader.readline()
-        lines: Iterable[bytes] = _chain_first(first, reader)
-        if _whole_document(first):  # a pretty-printed array or envelope spans lines: send its records
-            data = b"".join(lines)
-            try:
-                lines = [orjson.dumps(r) for r in records_of(orjson.loads(data))]
-            except orjson.JSONDecodeError:  # not one document: JSON lines whose first line is bad
-                lines = data.splitlines()
-        for line in lines:
-            line = line.strip()
-            if not line:
+        for message in iter_messages(path, options, reader):
+            if message.value is None:
+                for _, result in message.results:
+                    if isinstance(result, ParseError):
+                        err.write(f"{message.location}: {result}\n")
+                        continue
+                    yield routing_key(result), orjson.dumps(event_record(result))
                 continue
-            for index, record in decode_records(line):
-                event = record if isinstance(record, ParseError) else event_from_record(record)
-                if isinstance(event, ParseError):
-                    yield None, line if index is None else orjson.dumps(record)
-                else:
-                    yield routing_key(event), line if index is None else orjson.dumps(record)
+            keys = {routing_key(r) if isinstance(r, IISEvent) else None for _, r in message.results}
+            yield (keys.pop() if len(keys) == 1 else None), message.value
     finally:
         if path != "-":
             raw.close()
-
-
-def _whole_document(first: bytes) -> bool:
-    stripped = first.strip()
-    if stripped.startswith(b"["):
-        return True
-    try:
-        orjson.loads(stripped or b"null")
-    except orjson.JSONDecodeError:
-        return True
-    return False
 
 
 def run_produce(
@@ -118,5 +96,8 @@ def run_produce(
             f"{failures[0] if failures else ''}\n"
         )
         return 1
-    err.write(f"produce: {sent} records to {settings.input_topic} ({unkeyed} invalid, sent unkeyed)\n")
+    err.write(
+        f"produce: {sent} records to {settings.input_topic} "
+        f"({unkeyed} sent unkeyed: invalid, or W3C directives)\n"
+    )
     return 0

@@ -1,7 +1,10 @@
-"""Reading input files: JSONL / JSON / envelopes and W3C .log files, gzip or not, or stdin.
+"""Reading input files: JSON lines of any message shape, JSON documents, W3C .log files; gzip or not.
 
-An adapter around the core parsers: it opens, sniffs and iterates; every result carries its
-location (file and line) so bad input can be reported precisely.
+An adapter around the core readers: it opens, sniffs and iterates; every result carries its
+location (file and line) so bad input can be reported precisely. A W3C `.log` file is read with one
+`W3CParser`; any other file is a sequence of messages as they would travel on Kafka (one per line:
+W3CIISLog JSON, a shipper's envelope, an ECS or NXLog record, or a raw W3C line as text; or one
+pretty-printed JSON document), each read by `streams.core.shippers.MessageReader`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import BinaryIO
 
 import orjson
 
-from streams.core.parse import event_from_record, parse_json, records_of
+from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
+from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
 from streams.core.w3c import W3CParser
+from streams.settings import ConfigError
 
 _SITE_DIR = re.compile(r"W3SVC\d+", re.IGNORECASE)
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, as Windows tools write it at the start of a file
@@ -29,10 +34,46 @@ _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, as Windows tools write it at th
 
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
-    """How files are read: the W3C-only knobs (Computer and '-' handling)."""
+    """How files are read.
+
+    `computer`: for a W3C .log file, every line's Computer; for messages, the Computer of those that
+    name no host (neither the line's s-computername nor the envelope's host). Unset: this host's name.
+    `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
+    (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
+    without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
+    """
 
     computer: str | None = None
     dash_as_null: bool = False
+    input_format: str = "auto"
+    w3c_fields: str = ""
+
+    def __post_init__(self) -> None:
+        if self.input_format != "auto" and self.input_format not in FORMATS:
+            raise ConfigError(f"--input-format takes auto, {', '.join(FORMATS)}, got {self.input_format!r}")
+        problem = w3c_fields_problem(self.w3c_fields or None)
+        if problem is not None:
+            raise ConfigError(f"--w3c-fields / PORTSCAN_W3C_FIELDS: {problem}")
+
+
+def message_reader(options: SourceOptions) -> MessageReader:
+    """The reader of messages (one per file: layouts learnt from #Fields lines stay within it)."""
+    return MessageReader(
+        computer=options.computer or socket.gethostname(),
+        w3c_fields=options.w3c_fields or None,
+        dash_as_null=options.dash_as_null,
+        force=None if options.input_format == "auto" else options.input_format,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileMessage:
+    """One message of a file: where it is, its bytes as they would travel on Kafka (None for a line
+    of a W3C .log file, which is no message of its own), and what it holds."""
+
+    location: str
+    value: bytes | None
+    results: Read
 
 
 def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
@@ -45,13 +86,15 @@ def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
     return buffered, raw
 
 
-def _is_w3c(path: str, first: bytes) -> bool:
+def is_w3c_file(path: str, first_line: bytes) -> bool:
+    """A W3C log file (read with one parser, directives and all) rather than a file of messages:
+    by its name (.log, .txt), else by a first line that is a directive."""
     name = path.lower().removesuffix(".gz")
     if name.endswith((".log", ".txt")):
         return True
     if name.endswith((".json", ".jsonl", ".ndjson")):
         return False
-    return first.lstrip().removeprefix(_BOM).startswith(b"#")
+    return first_line.lstrip().removeprefix(_BOM).startswith(b"#")
 
 
 def site_name_for(path: str) -> str:
@@ -68,16 +111,36 @@ def iter_file(
     """Yield (location, event or error) for every record of one opened file.
 
     Damaged gzip data raises OSError (gzip.BadGzipFile) or EOFError (truncated), as reading does."""
+    first_line, lines = _lines_of(reader)
+    if is_w3c_file(path, first_line):
+        yield from _iter_w3c(path, options, lines)
+        return
+    for message in _iter_messages(path, options, first_line, lines):
+        location = message.location
+        for _, result in message.results:
+            yield location, result
+
+
+def iter_messages(path: str, options: SourceOptions, reader: BinaryIO) -> Iterator[FileMessage]:
+    """Every message of one opened file, with what it holds (a W3C .log file: one per line).
+
+    An array or `{"records": [...]}` envelope is split into one message per element."""
+    first_line, lines = _lines_of(reader)
+    if is_w3c_file(path, first_line):
+        for location, result in _iter_w3c(path, options, lines):
+            yield FileMessage(location, None, [(None, result)])
+        return
+    yield from _iter_messages(path, options, first_line, lines)
+
+
+def _lines_of(reader: BinaryIO) -> tuple[bytes, Iterator[bytes]]:
+    """The first line (without a byte-order mark) and an iterator over every line, the first included."""
     try:
         first_line = reader.readline()
     except zlib.error as exc:
         raise _bad_gzip(exc) from exc
     first_line = first_line.removeprefix(_BOM)  # orjson rejects it; the W3C parser would skip it
-    lines = _chain_first(first_line, reader)
-    if _is_w3c(path, first_line.lstrip()):
-        yield from _iter_w3c(path, options, lines)
-    else:
-        yield from _iter_json(path, first_line, lines, reader)
+    return first_line, _chain_first(first_line, reader)
 
 
 def _bad_gzip(exc: zlib.error) -> OSError:
@@ -108,6 +171,7 @@ def _iter_w3c(
         default_computer=socket.gethostname(),
         site_name=site_name_for(path),
         dash_as_null=options.dash_as_null,
+        fields=parse_w3c_fields(options.w3c_fields or None),  # lines before any #Fields directive
     )
     for number, raw in enumerate(lines, 1):
         text = _decode(raw)
@@ -116,17 +180,11 @@ def _iter_w3c(
             yield f"{path}:{number}", result
 
 
-def _iter_json(
-    path: str, first_line: bytes, lines: Iterator[bytes], reader: BinaryIO
-) -> Iterator[tuple[str, IISEvent | ParseError]]:
-    stripped = first_line.strip()
-    whole_document = stripped.startswith(b"[")
-    if stripped and not whole_document:
-        try:
-            orjson.loads(stripped)
-        except orjson.JSONDecodeError:
-            whole_document = True  # a pretty-printed document spans lines
-    if whole_document:
+def _iter_messages(
+    path: str, options: SourceOptions, first_line: bytes, lines: Iterator[bytes]
+) -> Iterator[FileMessage]:
+    reader = message_reader(options)
+    if _starts_document(first_line):  # a pretty-printed document spans lines
         data = b"".join(lines)
         try:
             doc = orjson.loads(data)
@@ -134,12 +192,35 @@ def _iter_json(
             doc = None
         if doc is not None:
             for index, record in enumerate(records_of(doc), 1):
-                yield f"{path}:record {index}", event_from_record(record)
+                yield FileMessage(f"{path}:record {index}", orjson.dumps(record), reader.read_record(record))
             return
         lines = iter(data.splitlines(keepends=True))
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
-        for result in parse_json(line):
-            yield f"{path}:{number}", result
+        location = f"{path}:{number}"
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            yield FileMessage(location, line, reader.read_text(line))  # a raw W3C line, or broken JSON
+            continue
+        records = records_of(doc)
+        if len(records) == 1 and records[0] is doc:
+            yield FileMessage(location, line, reader.read_record(doc))
+            continue
+        for record in records:  # an envelope or array on one line: each record a message of its own
+            yield FileMessage(location, orjson.dumps(record), reader.read_record(record))
+
+
+def _starts_document(first_line: bytes) -> bool:
+    """A first line that opens a JSON document spanning lines: an array, or an object not closed on it."""
+    stripped = first_line.strip()
+    if stripped.startswith(b"["):
+        return True
+    if stripped.startswith(b"{"):
+        try:
+            orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return True
+    return False

@@ -54,7 +54,20 @@ class PendingWrites:
         return bool(self._records) or self._meta is not None or self._expire_before is not None
 
     def drain(self, rule: RuleParams | None = None) -> tuple[dict[bytes, bytes], int | None]:
-        """(records to write, meta first; expire windows starting before this or None), and forget them.
+        """`encode`, then `clear`."""
+        out = self.encode(rule)
+        self.clear()
+        return out
+
+    def clear(self) -> None:
+        """Forget the changes: once they are written (never before: a checkpoint whose write failed
+        must write them again, or a later checkpoint would acknowledge input whose effect is lost)."""
+        self._records = {}
+        self._meta = None
+        self._expire_before = None
+
+    def encode(self, rule: RuleParams | None = None) -> tuple[dict[bytes, bytes], int | None]:
+        """(records to write, meta first; expire windows starting before this or None).
 
         With the rule, each record is at most `rule.max_record_bytes` (see WindowRecord.to_bytes)."""
         writes: dict[bytes, bytes] = {}
@@ -62,8 +75,4 @@ class PendingWrites:
             writes[META_KEY] = self._meta.to_bytes()  # first: see core.engine
         for key, rec in self._records.items():
             writes[key] = rec.to_bytes(rule)
-        expire = self._expire_before
-        self._records = {}
-        self._meta = None
-        self._expire_before = None
-        return writes, expire
+        return writes, self._expire_before

@@ -48,8 +48,10 @@ def _text(obj: dict[str, Any], name: str) -> str | ParseError:
     return ParseError(Reason.INVALID_FIELD, f"{name} must be a string, got {type(value).__name__}")
 
 
-def _port(value: Any) -> int | ParseError | None:
-    """sPort is an int column; numbers sent as strings ("443") are accepted."""
+def port_value(value: Any, name: str = "sPort") -> int | ParseError | None:
+    """A port (sPort is an int column); numbers sent as strings ("443") are accepted, None stays None.
+
+    `name` is the field named in an error (shippers call it `s-port` or `destination.port`)."""
     if value is None:
         return None
     if type(value) is int:
@@ -57,18 +59,18 @@ def _port(value: Any) -> int | ParseError | None:
     elif type(value) is str:
         s = value.strip()
         if not s.isdigit() or not s.isascii():
-            return ParseError(Reason.INVALID_FIELD, f"sPort is not an integer: {value[:40]!r}")
+            return ParseError(Reason.INVALID_FIELD, f"{name} is not an integer: {value[:40]!r}")
         digits = s.lstrip("0")  # leading zeros: the same number
         if len(digits) > 5:  # out of range, and int() of thousands of digits would raise
-            return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {value[:40]!r}")
+            return ParseError(Reason.INVALID_FIELD, f"{name} out of range: {value[:40]!r}")
         port = int(digits or "0")
     elif type(value) is float and value.is_integer():
         port = int(value)
     else:
-        return ParseError(Reason.INVALID_FIELD, f"sPort must be an integer, got {type(value).__name__}")
+        return ParseError(Reason.INVALID_FIELD, f"{name} must be an integer, got {type(value).__name__}")
     if not 0 <= port <= 65535:
         shown = port if port.bit_length() <= 64 else "a number of more than 20 digits"  # str() may raise
-        return ParseError(Reason.INVALID_FIELD, f"sPort out of range: {shown}")
+        return ParseError(Reason.INVALID_FIELD, f"{name} out of range: {shown}")
     return port
 
 
@@ -148,7 +150,7 @@ def _checked_event(obj: Any) -> IISEvent | ParseError:
         if len(value) > MAX_KEY_CHARS:
             return key_too_long(name)
         keys.append(value)
-    port = _port(obj.get("sPort"))
+    port = port_value(obj.get("sPort"))
     if isinstance(port, ParseError):
         return port
     texts: list[str] = []

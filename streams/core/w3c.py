@@ -12,7 +12,7 @@ costs one `split(' ')`, one tuple gather and a few checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 
 from streams.core.parse import MAX_KEY_CHARS, key_too_long
@@ -38,7 +38,29 @@ _REQUIRED = ("c-ip", "s-ip")  # without them an event has no group key
 _MAX_PORT = 65535
 _EXCERPT = 40  # characters of a bad value quoted in an error's detail
 
+# IIS's default W3C fields: what a line that arrives without its #Fields header most likely holds.
+DEFAULT_W3C_FIELDS = (
+    "date",
+    "time",
+    "s-ip",
+    "cs-method",
+    "cs-uri-stem",
+    "cs-uri-query",
+    "s-port",
+    "cs-username",
+    "c-ip",
+    "cs(User-Agent)",
+    "cs(Referer)",
+    "sc-status",
+    "sc-substatus",
+    "sc-win32-status",
+    "time-taken",
+)
+
 _NO_FIELDS = ParseError(Reason.NO_FIELDS_DIRECTIVE, "data line before any #Fields directive")
+_NO_COMPUTER = ParseError(
+    Reason.MISSING_FIELD, "Computer is missing: no s-computername is logged and no host name was given"
+)
 
 
 def _clock_ms(text: str) -> int | None:
@@ -56,10 +78,13 @@ class W3CParser:
     """Stateful across lines of one file: directives change the field list from there on.
 
     `computer`, when given, is every event's Computer; otherwise Computer is the line's
-    `s-computername` when that field is logged and not '-', else `default_computer`. `site_name`
-    stands in for sSiteName when `s-sitename` is not logged. A value written as '-' is kept as the
-    string "-" (as Azure Monitor ingests it), or read as "" with `dash_as_null` (which also applies
-    to a `site_name` stand-in of "-"). A field not logged at all reads as "".
+    `s-computername` when that field is logged and not '-', else `default_computer` (None: such a
+    line is a missing-field error). `site_name` stands in for sSiteName when `s-sitename` is not
+    logged. A value written as '-' is kept as the string "-" (as Azure Monitor ingests it), or read
+    as "" with `dash_as_null` (which also applies to a `site_name` stand-in of "-"). A field not
+    logged at all reads as "". `fields`, when given, is the layout of data lines until a `#Fields`
+    directive says otherwise (lines that arrive without their header); without it such lines are
+    errors.
     """
 
     __slots__ = (
@@ -80,7 +105,12 @@ class W3CParser:
     )
 
     def __init__(
-        self, computer: str | None, default_computer: str, site_name: str = "-", dash_as_null: bool = False
+        self,
+        computer: str | None,
+        default_computer: str | None,
+        site_name: str = "-",
+        dash_as_null: bool = False,
+        fields: Sequence[str] | None = None,
     ) -> None:
         self._computer = computer
         self._default_computer = default_computer
@@ -98,6 +128,8 @@ class W3CParser:
         self._time_i = -1
         self._port_i = -1
         self._host_i = -1
+        if fields is not None:
+            self._set_fields(list(fields))
 
     def feed(self, line: str) -> IISEvent | ParseError | None:
         """One line (with or without its line ending): an event, an error, or None (blank or directive)."""
@@ -142,6 +174,8 @@ class W3CParser:
                 host = parts[self._host_i]
                 if host and host != "-":
                     computer = host
+            if computer is None:
+                return _NO_COMPUTER
 
         values = self._gather(parts)
         if self._dash_as_null:

@@ -202,3 +202,53 @@ def test_dead_letter_of_a_huge_payload_is_bounded_with_length_and_digest() -> No
     assert letter["PayloadBytes"] == len(payload)
     assert letter["PayloadSha256"] == hashlib.sha256(payload).hexdigest()
     assert len(orjson.dumps(letter)) < 200_000
+
+
+class FailingStore(MemoryStore):
+    """A memory store whose writes fail from `fail_from` on, as Redis does when the worker stops
+    during an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    async def write_partitions(self, changes: Any) -> None:
+        if self.failing:
+            from streams.errors import StoreUnavailable
+
+            raise StoreUnavailable("store down")
+        await super().write_partitions(changes)
+
+
+def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
+    """The field bug: a checkpoint whose write failed drained its pending writes, so the checkpoint at
+    shutdown found nothing to write and acknowledged input whose effect was never stored."""
+    producer = RecordingProducer()
+    acks: list[dict[Any, int]] = []
+    store = FailingStore()
+    processor = Processor(
+        StreamParams(max_skew_ms=10**12),
+        store,
+        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
+        acks.append,
+        checkpoint_ms=3_600_000,
+        clock=lambda: NOW,
+    )
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, 0, b"k", event(T0, 1))]})
+        await processor.close()  # a good checkpoint
+        assert acks == [{tp: 0}]
+        store.failing = True
+        await processor.process({tp: [Msg(TOPIC, 0, i, b"k", event(T0 + i, i)) for i in range(1, 40)]})
+        from streams.errors import StoreUnavailable
+
+        with pytest.raises(StoreUnavailable):
+            await processor.close()
+        store.failing = False  # even with the store back, this processor acknowledges nothing more
+        with pytest.raises(StoreUnavailable):
+            await processor.close()
+
+    run(go())
+    assert acks == [{tp: 0}]
