@@ -129,6 +129,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
+        reader=settings.message_reader(),
     )
     app.before_consumer_stop.append(processor.close)
 

@@ -32,8 +32,9 @@ from streams.core.engine import (
     position,
 )
 from streams.core.ocsf import to_ocsf
-from streams.core.parse import decode_records, event_from_record, single_event
+from streams.core.parse import event_record, single_event
 from streams.core.records import IISEvent, ParseError
+from streams.core.shippers import MessageReader
 from streams.delivery import AsyncProducer, Refused
 from streams.metrics import Metrics
 from streams.state.base import WindowStore
@@ -48,6 +49,10 @@ SEQ_SHIFT = 20  # sequence = offset << 20 | record index: envelopes of up to 1M 
 def routing_key(ev: IISEvent) -> bytes:
     """Message key for the detector's input: one (cIP, Computer, sIP) is one partition."""
     return f"{ev.cIP}|{ev.Computer}|{ev.sIP}".encode()
+
+
+def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
+    return None
 
 
 def wall_ms() -> int:
@@ -132,6 +137,7 @@ class Processor:
         clock: Callable[[], int] = wall_ms,
         metrics: Metrics | None = None,
         trust_headers: bool = True,
+        reader: MessageReader | None = None,
     ) -> None:
         self.params = params
         self.store = store
@@ -143,6 +149,10 @@ class Processor:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
+        # Messages that are not one W3CIISLog record (envelopes, shippers' formats, bad input).
+        self.reader = reader or MessageReader()
+        # W3CIISLog records go the fast path unless another reading is forced on every message.
+        self.single = single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -236,12 +246,12 @@ class Processor:
                 pos = position(*self._source(msg, partition))
             else:
                 pos = own_source | (msg.offset << SEQ_SHIFT)
-            event = single_event(msg.value)
+            event = self.single(msg.value)
             if event is not None:  # the hot path: one valid record
                 append((pos, event))
                 from_message(msg)
                 continue
-            for index, _, event in self._decoded(msg, now, dead, trusted):
+            for index, event in self._decoded(msg, now, dead, trusted):
                 if index is not None:
                     in_envelope[len(batch)] = index
                 append((pos | (index or 0), event))
@@ -377,15 +387,15 @@ class Processor:
 
     def _decoded(
         self, msg: Any, now: int, dead: list[tuple[bytes, dict[str, Any]]], trusted: bool
-    ) -> Iterator[tuple[int | None, Any, IISEvent]]:
-        """(index in the envelope or None, decoded record, event) of each valid record of a message
-        that `single_event` did not take (envelopes, bad input); bad records go to `dead`."""
-        for index, record in decode_records(msg.value):
-            result = record if isinstance(record, ParseError) else event_from_record(record)
+    ) -> Iterator[tuple[int | None, IISEvent]]:
+        """(index in the envelope or None, event) of each valid record of a message that
+        `single_event` did not take (envelopes, shippers' formats, bad input); bad records go to
+        `dead`; directives (W3C `#` lines) hold none."""
+        for index, result in self.reader.read(msg.value):
             if isinstance(result, ParseError):
                 dead.append(self._dead(result, msg, index, now, trusted))
             else:
-                yield index, record, result
+                yield index, result
 
     @staticmethod
     def _forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
@@ -427,13 +437,13 @@ class Processor:
         send = self.publisher.producer.send
         routed = 0
         for msg in (msg for records in fetch.values() for msg in records):
-            event = single_event(msg.value)
+            event = self.single(msg.value)
             if event is not None:  # the hot path: one valid record, forwarded as it came
                 send(by_key_topic, routing_key(event), msg.value, headers=self._forward_headers(msg, None))
                 routed += 1
                 continue
-            for index, record, event in self._decoded(msg, now, dead, trusted=False):
-                value = msg.value if index is None else orjson.dumps(record)
+            for index, event in self._decoded(msg, now, dead, trusted=False):
+                value = orjson.dumps(event_record(event))  # self-contained: the detector's fast path
                 send(by_key_topic, routing_key(event), value, headers=self._forward_headers(msg, index))
                 routed += 1
         self.metrics.counts["routed"] += routed

@@ -23,6 +23,7 @@ from streams.core.rule import (
     RuleConfigError,
     RuleParams,
 )
+from streams.core.shippers import MessageReader, w3c_fields_problem
 from streams.kafka.client_config import KafkaClientConfig
 
 ENV_PREFIX = "PORTSCAN_"
@@ -136,6 +137,15 @@ class Settings:
             "default: IIS's default W3C fields)",
             str,
             "IDS",
+        ),
+    )
+    computer: str = field(
+        default="",
+        metadata=_opt(
+            "Computer of W3C lines that name no host (no s-computername, no host in their envelope); "
+            "unset: such lines are dead-lettered",
+            str,
+            "NAME",
         ),
     )
     alert_format: str = field(
@@ -397,6 +407,9 @@ class Settings:
                 "--input-format / PORTSCAN_INPUT_FORMAT takes auto, w3ciislog, raw, ecs or nxlog, "
                 f"got {self.input_format!r}"
             )
+        problem = w3c_fields_problem(self.w3c_fields or None)
+        if problem is not None:
+            raise ConfigError(f"--w3c-fields / PORTSCAN_W3C_FIELDS: {problem}")
         if self.alert_format not in ("sentinel", "ocsf"):
             raise ConfigError(
                 f"--alert-format / PORTSCAN_ALERT_FORMAT takes sentinel or ocsf, got {self.alert_format!r}"
@@ -512,6 +525,14 @@ class Settings:
     def kafka_client(self) -> KafkaClientConfig:
         """The Kafka client properties of every client (raises ClientConfigError, naming the key)."""
         return KafkaClientConfig.load(self.kafka_config_file or None, self.kafka_config)
+
+    def message_reader(self) -> MessageReader:
+        """The worker's reader of messages that are not one W3CIISLog record."""
+        return MessageReader(
+            computer=self.computer or None,
+            w3c_fields=self.w3c_fields or None,
+            force=None if self.input_format == "auto" else self.input_format,
+        )
 
     def redis_store_options(self) -> dict[str, Any]:
         """Keyword arguments of streams.state.redis.RedisStore from the --redis-* settings."""

@@ -243,6 +243,11 @@ class MessageReader:
         self._max_sources = max(1, max_sources)
         self._sources: OrderedDict[tuple[str | None, str | None], W3CParser] = OrderedDict()
 
+    @property
+    def force(self) -> str | None:
+        """The one reading forced on every message, or None (recognised by content)."""
+        return self._force
+
     # ------------------------------------------------------------------ entry points
 
     def read(self, payload: bytes | str | None) -> Read:

@@ -88,7 +88,7 @@ def test_input_format_and_w3c_fields_flags(tmp_path: Path) -> None:
     assert replay(str(path), env=env)[1] == out
     assert "field-count" in replay(str(path))[2]  # the default layout does not fit these lines
     code, _, err = replay(str(path), "--w3c-fields", "date time s-port")
-    assert code == 2 and err.count("\n") == 1 and "does not hold c-ip, s-ip" in err
+    assert code == 2 and "--w3c-fields" in err and "does not hold c-ip, s-ip" in err
     code, _, err = replay(str(path), "--input-format", "yaml")
     assert code == 2 and "--input-format" in err
 
