@@ -43,8 +43,9 @@ test: setup
 	deploy/services.sh jars
 	deploy/services.sh with -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Unit and contract tiers without services (the Redis backend of the store contract is integration).
 test-unit: setup
-	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/contract -m "not integration" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check streams tests benchmarks

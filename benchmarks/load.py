@@ -19,9 +19,8 @@ from streams.core.batch import BatchDetector
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.windows import WindowKey, bin_start
-from streams.delivery import producer_config
-from streams.processor import routing_key
+from streams.core.windows import WindowKey, bin_start, routing_key
+from streams.kafka.producer import producer_config
 
 
 def producer(brokers: str, linger_ms: int = 20) -> Producer:

@@ -19,7 +19,7 @@ cleanup() {
     kill -TERM "$worker_pid"; for _ in $(seq 1 150); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$worker_pid" 2>/dev/null || true
   fi
-  $BIN/python -m streams.demo_cleanup || true
+  $BIN/python -m streams.cli.demo_cleanup || true
   rm -rf "$work"
 }
 trap cleanup EXIT

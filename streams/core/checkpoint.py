@@ -17,8 +17,9 @@ them when drained.
 
 from __future__ import annotations
 
-from streams.core.engine import META_KEY, Meta, StepResult, WindowRecord
+from streams.core.engine import Meta, StepResult, WindowRecord
 from streams.core.rule import RuleParams
+from streams.core.windows import META_KEY
 
 
 class PendingWrites:

@@ -28,9 +28,8 @@ from streams.core.enrich import Enricher
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
-from streams.core.windows import decode_key, key_start_ms
+from streams.core.windows import META_KEY, decode_key, key_start_ms
 
-META_KEY = b"\x00meta"  # sorts before every window key
 _SEQ_MASK = 2**64 - 1
 
 

@@ -6,7 +6,15 @@ from typing import NamedTuple
 
 import orjson
 
+from streams.core.records import IISEvent
+
 START_DIGITS = 13  # a store key starts with its window start, zero-padded to this many digits
+META_KEY = b"\x00meta"  # a partition's watermark record: sorts before every window key
+
+
+def is_window_key(key: bytes) -> bool:
+    """A window record's store key (not the meta record, nor a store's own bookkeeping)."""
+    return key[:1].isdigit()
 
 
 class WindowKey(NamedTuple):
@@ -39,3 +47,9 @@ def decode_key(data: bytes) -> WindowKey:
 def key_start_ms(data: bytes) -> int:
     """The window start of a store key, without decoding the rest."""
     return int(data[:START_DIGITS])
+
+
+def routing_key(event: IISEvent) -> bytes:
+    """The message key that puts every event of one (cIP, Computer, sIP) in one partition: what the
+    router and `iis-portscan produce` key by."""
+    return f"{event.cIP}|{event.Computer}|{event.sIP}".encode()

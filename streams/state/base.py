@@ -6,6 +6,18 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 
+class ChangelogProducer(Protocol):
+    """What a store that keeps a changelog topic needs of the job's producer (streams.kafka.producer)."""
+
+    acked: dict[tuple[str, int], int]  # highest acknowledged offset per (topic, partition)
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None: ...
+
+    async def deliver(self) -> None: ...
+
+
 class WindowStore(Protocol):
     """Per-partition key/value state of the window records and the partition's meta record.
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from streams.core.engine import META_KEY
-from streams.core.windows import key_start_ms
+from streams.core.windows import META_KEY, key_start_ms
 
 
 class MemoryStore:

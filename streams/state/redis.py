@@ -35,8 +35,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissi
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.core.engine import META_KEY
-from streams.core.windows import START_DIGITS
+from streams.core.windows import META_KEY, START_DIGITS
 from streams.errors import AuthError, StoreUnavailable
 
 log = logging.getLogger("iis-portscan.redis")

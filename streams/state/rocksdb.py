@@ -23,8 +23,9 @@ from typing import Any
 
 from rocksdict import WriteBatch, WriteOptions
 
-from streams.core.windows import key_start_ms
-from streams.delivery import AsyncProducer
+from streams.core.windows import META_KEY, is_window_key, key_start_ms
+from streams.kafka.faust_compat import table_offset_key, table_partition_db
+from streams.state.base import ChangelogProducer
 
 _WINDOW_KEY_FIRST = b"0"  # window keys start with the 13-digit window start
 
@@ -32,7 +33,7 @@ _WINDOW_KEY_FIRST = b"0"  # window keys start with the 13-digit window start
 class RocksTableStore:
     """WindowStore over a faust Table whose store is rocksdb://."""
 
-    def __init__(self, table: Any, producer: AsyncProducer) -> None:
+    def __init__(self, table: Any, producer: ChangelogProducer) -> None:
         self.table = table
         self.producer = producer
         self.changelog = table.changelog_topic.get_topic_name()
@@ -40,11 +41,11 @@ class RocksTableStore:
         self._unlogged.disable_wal = True
 
     def _db(self, partition: int) -> Any:
-        return self.table.data._db_for_partition(partition)
+        return table_partition_db(self.table, partition)
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
         db = self._db(partition)
-        return [(k, v) for k, v in db.items() if k[:1].isdigit() or k == b"\x00meta"]
+        return [(k, v) for k, v in db.items() if is_window_key(k) or k == META_KEY]
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
         db = self._db(partition)
@@ -70,7 +71,7 @@ class RocksTableStore:
         db = self._db(partition)
         doomed = []
         for key in db.keys(from_key=_WINDOW_KEY_FIRST):
-            if not key[:1].isdigit() or key_start_ms(key) >= before_start_ms:
+            if not is_window_key(key) or key_start_ms(key) >= before_start_ms:
                 break
             doomed.append(key)
         if doomed:
@@ -87,7 +88,7 @@ class RocksTableStore:
         for partition, batch in batches.items():
             offset = acked.get((self.changelog, partition))
             if offset is not None:  # what faust's set_persisted_offset writes, in the records' batch
-                batch.put(self.table.data.offset_key, str(offset).encode())
+                batch.put(table_offset_key(self.table), str(offset).encode())
             self._db(partition).write(batch, self._unlogged)
 
     async def close(self) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.produce import messages
-from streams.sources import SourceOptions
+from streams.cli.produce import messages
+from streams.io.sources import SourceOptions
 
 GOOD = {"TimeGenerated": "2026-01-01T00:00:00Z", "cIP": "a", "Computer": "b", "sIP": "c", "sPort": 1}
 

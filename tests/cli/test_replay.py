@@ -18,7 +18,7 @@ from streams.cli import main
 from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
-from streams.sample import Workload, generate
+from streams.io.sample import Workload, generate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "iis" / "elastic-beats-iis-access-test.log"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.cli.produce import messages
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
-from streams.processor import routing_key
-from streams.produce import messages
-from streams.sources import SourceOptions
+from streams.core.windows import routing_key
+from streams.io.sources import SourceOptions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "shippers"
 SHIPPERS = ("filebeat", "fluentbit", "vector", "cribl", "logstash", "ecs-envelope", "ecs", "nxlog")

@@ -36,7 +36,7 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.windows import WindowKey
-from streams.sample import Workload, generate
+from streams.io.sample import Workload, generate
 
 pytestmark = pytest.mark.contract
 

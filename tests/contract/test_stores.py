@@ -97,7 +97,7 @@ def redis_url() -> str:
     return os.environ.get("PORTSCAN_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture(params=["memory", "rocksdb", "redis"])
+@pytest.fixture(params=["memory", "rocksdb", pytest.param("redis", marks=pytest.mark.integration)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
     """A factory of fresh-connection stores over the same state (a restart = a new store object)."""
     kind = request.param
@@ -271,6 +271,7 @@ def test_rocksdb_unlogged_writes_survive_a_clean_close_with_their_offset(tmp_pat
     reopened.data.dbs[1].close()
 
 
+@pytest.mark.integration
 def test_redis_keys_are_namespaced_and_expire() -> None:
     async def go() -> None:
         a = RedisStore(redis_url(), f"ns-a-{uuid.uuid4().hex[:6]}", 30_000)

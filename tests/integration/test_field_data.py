@@ -40,8 +40,8 @@ from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.timefmt import parse_iso_ms
-from streams.processor import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
-from streams.sample import Workload, generate
+from streams.io.sample import Workload, generate
+from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
 
 from .conftest import KafkaTopics
 from .test_worker import (

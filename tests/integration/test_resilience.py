@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
-from streams.sample import Workload, generate
+from streams.io.sample import Workload, generate
 
 COMPARED = (
     "AlertId",

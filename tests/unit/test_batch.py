@@ -19,7 +19,7 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
-from streams.sample import Workload, generate
+from streams.io.sample import Workload, generate
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 BIN = 600_000

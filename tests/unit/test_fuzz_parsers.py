@@ -31,7 +31,7 @@ from streams.core.parse import (
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.timefmt import MAX_MS, MIN_MS, parse_iso_ms
 from streams.core.w3c import W3CParser
-from streams.sources import SourceOptions, iter_file, open_binary
+from streams.io.sources import SourceOptions, iter_file, open_binary
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -540,7 +540,7 @@ def test_w3c_key_length_limit(field: str, length: int) -> None:
         assert result == ParseError(Reason.INVALID_FIELD, f"{name} is longer than {MAX_KEY_CHARS} characters")
 
 
-# --- file readers (streams.sources) over bytes --------------------------------------------------------
+# --- file readers (streams.io.sources) over bytes --------------------------------------------------------
 
 PATHS = st.sampled_from(["u_ex260101.log", "events.jsonl", "events.json", "-", "noext"])
 

@@ -11,10 +11,10 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
-from streams.delivery import producer_config
-from streams.processor import routing_key
+from streams.core.windows import routing_key
+from streams.io.sources import SourceOptions, iter_messages, open_binary
+from streams.kafka.producer import producer_config
 from streams.settings import Settings
-from streams.sources import SourceOptions, iter_messages, open_binary
 
 
 def event_record(ev: IISEvent) -> dict[str, Any]:

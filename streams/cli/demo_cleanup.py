@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from streams.kafka.admin import admin, partition_counts
 from streams.settings import Settings
-from streams.topics import admin, partition_counts
 
 if __name__ == "__main__":
     settings = Settings.load()

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from streams import __version__
 from streams.errors import JobError
+from streams.io.sources import SourceOptions
 from streams.settings import ConfigError, Settings
-from streams.sources import SourceOptions
 
 RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
 CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
@@ -123,7 +123,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command == "replay":
-        from streams.replay import main_replay
+        from streams.cli.replay import main_replay
 
         options = SourceOptions(
             computer=args.computer,
@@ -135,28 +135,28 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "sample":
         return _sample(args)
     if args.command == "worker":
-        from streams.runner import run_worker
+        from streams.kafka.runner import run_worker
 
         return run_worker(settings)
     if args.command in ("topics", "produce", "alerts"):
-        from streams.topics import reach_kafka
+        from streams.kafka.admin import reach_kafka
 
         reach_kafka(settings)  # a clear line, not a hang or a traceback, when the brokers do not answer
     if args.command == "topics":
-        from streams.topics import ensure_topics
+        from streams.kafka.admin import ensure_topics
 
         partitions = ensure_topics(settings)
         print(f"topics ready (detector source: {partitions} partitions)")
         return 0
     if args.command == "produce":
-        from streams.produce import run_produce
+        from streams.cli.produce import run_produce
 
         options = SourceOptions(
             computer=args.computer, input_format=settings.input_format, w3c_fields=settings.w3c_fields
         )
         return run_produce(args.files, settings, options)
     if args.command == "alerts":
-        from streams.follow import run_follow
+        from streams.cli.alerts import run_follow
 
         return run_follow(settings, args.pretty, args.idle_exit, args.max)
     parser.error(f"unknown command {args.command}")
@@ -167,7 +167,7 @@ def _sample(args: argparse.Namespace) -> int:
     import orjson
 
     from streams.core.timefmt import parse_iso_ms
-    from streams.sample import Workload, generate
+    from streams.io.sample import Workload, generate
 
     start = parse_iso_ms(args.start) if args.start else Workload().start_ms
     if start is None:

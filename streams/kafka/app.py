@@ -2,8 +2,8 @@
 
 Topology: when the input is keyed by (cIP, Computer, sIP) (`--input-keyed`), the detector agent
 consumes it directly; otherwise a router agent re-keys each record into an internal topic first, so
-that all events of a window meet in one partition. Whole fetches go to the processor (streams.batching),
-which writes state and acknowledges input once per checkpoint (streams.processor).
+that all events of a window meet in one partition. Whole fetches go to the router and the detector
+(streams.kafka.faust_compat); the detector writes state and acknowledges input once per checkpoint.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from streams.batching import App as BatchingApp
-from streams.delivery import AsyncProducer
-from streams.metrics import Metrics, Snapshot, summary
-from streams.processor import Processor, Publisher, wall_ms
+from streams.kafka.admin import repartition_topic
+from streams.kafka.detector import Detector
+from streams.kafka.faust_compat import App as BatchingApp
+from streams.kafka.faust_compat import recovery_state
+from streams.kafka.messages import MessageDecoder, wall_ms
+from streams.kafka.metrics import Metrics, Snapshot, summary
+from streams.kafka.producer import AsyncProducer
+from streams.kafka.publisher import Publisher
+from streams.kafka.router import Router
 from streams.settings import Settings
 from streams.state.base import WindowStore
 from streams.state.memory import MemoryStore
-from streams.topics import repartition_topic
 
 log = logging.getLogger("iis-portscan")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
@@ -41,7 +45,7 @@ class Job:
     """What the factory built: the app and the pieces tests and the CLI reach for."""
 
     app: faust.App
-    processor: Processor
+    detector: Detector
     source_topic: Any
     settings: Settings
 
@@ -115,28 +119,30 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         app.consumer.ack_through(done)
 
     metrics = Metrics()
-    processor = Processor(
+    publisher = Publisher(
+        producer,
+        settings.alert_topic,
+        settings.dlq_topic,
+        metrics,
+        ocsf_max_bytes=settings.max_record_bytes if settings.alert_format == "ocsf" else None,
+    )
+    detector = Detector(
         settings.stream_params(),
         store,
-        Publisher(
-            producer,
-            settings.alert_topic,
-            settings.dlq_topic,
-            metrics,
-            ocsf_max_bytes=settings.max_record_bytes if settings.alert_format == "ocsf" else None,
-        ),
+        publisher,
         acknowledge,
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
         reader=settings.message_reader(),
     )
-    app.before_consumer_stop.append(processor.close)
+    app.before_consumer_stop.append(detector.close)
 
     # The agents subscribe the worker to their topics (group membership, assignment); their messages
-    # reach the processor as whole fetches through the batch handlers (streams.batching), never through
-    # faust's per-message streams, whose acknowledgement would commit offsets before a checkpoint.
-    app.batch_handlers[source.get_topic_name()] = processor.process
+    # reach the detector and the router as whole fetches through the batch handlers (faust_compat),
+    # never through faust's per-message streams, whose acknowledgement would commit offsets before a
+    # checkpoint.
+    app.batch_handlers[source.get_topic_name()] = detector.process
 
     @app.agent(source, name="detect", concurrency=1)  # type: ignore[misc]
     async def detect(stream: Any) -> None:
@@ -144,9 +150,12 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             raise RuntimeError("detector input reached faust's per-message path")
 
     if not settings.input_keyed:
+        router = Router(
+            MessageDecoder(settings.message_reader()), publisher, metrics, source.get_topic_name()
+        )
 
         async def route_batch(fetch: dict[Any, Sequence[Any]]) -> None:
-            await processor.route(fetch, source.get_topic_name())
+            await router.route(fetch)
             acknowledge({tp: records[-1].offset for tp, records in fetch.items()})  # all forwarded
 
         app.batch_handlers[settings.input_topic] = route_batch
@@ -162,7 +171,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     def settled() -> bool:
         """Assigned, not rebalancing, state recovered: what /readyz reports."""
-        return state["assigned_once"] and not app.rebalancing and not app.tables.recovery.in_recovery
+        return state["assigned_once"] and not app.rebalancing and not recovery_state(app)[0]
 
     def caught_up() -> list[int]:
         """Detector partitions whose position is at the end offset: only those may idle. With the
@@ -177,8 +186,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     def snapshot() -> Snapshot:
         now = wall_ms()
-        event_lag, watermarks = processor.clocks(now)
-        recovery = app.tables.recovery
+        event_lag, watermarks = detector.clocks(now)
+        _, remaining = recovery_state(app)
         try:
             lags = app.consumer.lags(consumed)
             stalled = 0.0 if not settled() else app.consumer.stalled_seconds(consumed)
@@ -190,35 +199,35 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             metrics.counts["store_errors"] = store_stats["errors"]
         return Snapshot(
             ready=settled(),
-            partitions=len(processor.engines),
-            open_windows=sum(e.open_count() for e in processor.engines.values()),
+            partitions=len(detector.engines),
+            open_windows=sum(e.open_count() for e in detector.engines.values()),
             consumer_lag={(tp.topic, tp.partition): n for tp, n in lags.items() if n is not None},
             event_time_lag_seconds=event_lag,
             watermark_seconds=watermarks,
-            recovery_remaining_records=recovery.active_remaining_total() if recovery.in_recovery else 0,
+            recovery_remaining_records=remaining,
             fetch_stalled_seconds=stalled,
-            last_checkpoint_timestamp_seconds=processor.last_checkpoint_wall,
+            last_checkpoint_timestamp_seconds=detector.last_checkpoint_wall,
         )
 
     metrics.snapshot = snapshot
 
     @app.timer(1.0)  # type: ignore[misc]
     async def tick() -> None:
-        await processor.tick(caught_up())
+        await detector.tick(caught_up())
 
     @app.timer(30.0)  # type: ignore[misc]
     async def report() -> None:
-        log.info("metrics %s", summary(processor.metrics, processor.gauges()))
+        log.info("metrics %s", summary(detector.metrics, detector.gauges()))
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         metrics.counts["rebalances"] += 1
-        await processor.drop(tp.partition for tp in revoked if tp.topic == source_name)
+        await detector.drop(tp.partition for tp in revoked if tp.topic == source_name)
 
     @app.on_partitions_assigned.connect  # type: ignore[misc]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         state["assigned_once"] = True
-        processor.assign(tp.partition for tp in assigned if tp.topic == source_name)
+        detector.assign(tp.partition for tp in assigned if tp.topic == source_name)
 
     if settings.web_port > 0:
         stall_limit_s = settings.stall_timeout / 1000
@@ -226,7 +235,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         @app.page("/metrics")  # type: ignore[misc]
         class MetricsView(View):
             async def get(self, request: Request) -> Response:
-                return self.bytes(processor.metrics.render(), content_type=PROMETHEUS_TEXT)
+                return self.bytes(detector.metrics.render(), content_type=PROMETHEUS_TEXT)
 
         @app.page("/healthz")  # type: ignore[misc]
         class HealthView(View):
@@ -247,7 +256,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             async def get(self, request: Request) -> Response:
                 if settled():
                     return self.text("ready\n")
-                why = "recovering state" if app.tables.recovery.in_recovery else "waiting for partitions"
+                why = "recovering state" if recovery_state(app)[0] else "waiting for partitions"
                 return self.text(f"not ready: {why}\n", status=503)
 
-    return Job(app, processor, source, settings)
+    return Job(app, detector, source, settings)

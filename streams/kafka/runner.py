@@ -13,10 +13,10 @@ import time
 import faust
 
 from streams import logs
-from streams.app import create_app
 from streams.errors import AuthError, JobError, ServiceUnreachable
+from streams.kafka.admin import ensure_topics, reach_kafka
+from streams.kafka.app import create_app
 from streams.settings import ConfigError, Settings
-from streams.topics import ensure_topics, reach_kafka
 
 log = logging.getLogger("iis-portscan")
 

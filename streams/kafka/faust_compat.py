@@ -1,4 +1,4 @@
-"""Whole fetches to the processor: faust's consumer, minus its per-message dispatch for our topics.
+"""Whole fetches to the router and the detector: faust's consumer, minus its per-message dispatch.
 
 faust hands every fetched message to its streams one at a time, through two tasks and an
 `asyncio.wait` per message (`Consumer._drain_messages`): on a 2-core machine that caps any agent
@@ -72,7 +72,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         if end is None or end < 0:
             return None
         read = self.read_through.get(tp)
-        next_offset = read + 1 if read is not None else self._committed_offset.get(tp)
+        next_offset = read + 1 if read is not None else committed_offset(self, tp)
         if next_offset is None:
             return None
         return max(0, end - next_offset)
@@ -248,3 +248,29 @@ class App(faust.App):
         transport = super()._new_transport()
         transport.Consumer = BatchingConsumer
         return transport
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+
+def table_partition_db(table: Any, partition: int) -> Any:
+    """The RocksDB database (rocksdict) faust opened for one partition of a table."""
+    return table.data._db_for_partition(partition)
+
+
+def table_offset_key(table: Any) -> bytes:
+    """The key under which faust's RocksDB store keeps the changelog offset it has applied."""
+    return bytes(table.data.offset_key)
+
+
+def recovery_state(app: Any) -> tuple[bool, int]:
+    """(in recovery, active changelog records left to recover) of the app's tables."""
+    recovery = app.tables.recovery
+    if not recovery.in_recovery:
+        return False, 0
+    return True, int(recovery.active_remaining_total())
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset faust last committed for a partition (the next to read), if known."""
+    return consumer._committed_offset.get(tp)  # type: ignore[no-any-return]

@@ -21,8 +21,10 @@ from faust.types import TP
 
 from streams.core.engine import StreamParams
 from streams.core.rule import RuleParams
-from streams.delivery import Refused
-from streams.processor import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC, Processor, Publisher
+from streams.kafka.detector import Detector
+from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
+from streams.kafka.producer import Refused
+from streams.kafka.publisher import Publisher
 from streams.state.memory import MemoryStore
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
@@ -41,7 +43,7 @@ class Msg:
 
 
 class RecordingProducer:
-    """What the publisher needs of streams.delivery.AsyncProducer: records kept; values over
+    """What the publisher needs of streams.kafka.producer.AsyncProducer: records kept; values over
     `too_large` bytes refused (except on the dead-letter topic), as librdkafka refuses them."""
 
     def __init__(self, too_large: int = 10**9) -> None:
@@ -77,11 +79,11 @@ def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:
 
 def make(
     trust_headers: bool, too_large: int = 10**9, rule: RuleParams | None = None
-) -> tuple[Processor, RecordingProducer, list[dict[Any, int]]]:
+) -> tuple[Detector, RecordingProducer, list[dict[Any, int]]]:
     producer = RecordingProducer(too_large)
     acks: list[dict[Any, int]] = []
     params = StreamParams(rule=rule or RuleParams(), max_skew_ms=10**12)
-    processor = Processor(
+    processor = Detector(
         params,
         MemoryStore(),
         Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
@@ -226,7 +228,7 @@ def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
     producer = RecordingProducer()
     acks: list[dict[Any, int]] = []
     store = FailingStore()
-    processor = Processor(
+    processor = Detector(
         StreamParams(max_skew_ms=10**12),
         store,
         Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]

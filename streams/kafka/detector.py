@@ -1,4 +1,4 @@
-"""The adapter between faust and the core: batches in, alerts and dead letters out, state written.
+"""The detector: batches of the keyed topic in, alerts and dead letters out, state written.
 
 Per batch and partition: parse; load the windows the engine asks for (from the checkpoint's pending
 records first, then the store); engine step; send alerts and dead letters (without waiting).
@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from streams.core.checkpoint import PendingWrites
-from streams.core.deadletter import dead_letter, dead_letter_key, unpublishable
 from streams.core.engine import (
     META_KEY,
     NO_TIME,
@@ -29,98 +26,18 @@ from streams.core.engine import (
     StepResult,
     StreamParams,
     WindowRecord,
-    position,
 )
-from streams.core.ocsf import to_ocsf
-from streams.core.parse import event_record, single_event
-from streams.core.records import IISEvent, ParseError
+from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
-from streams.delivery import AsyncProducer, Refused
-from streams.metrics import Metrics
+from streams.kafka.messages import DeadLetter, MessageDecoder, dead_letter_of, source_position, wall_ms
+from streams.kafka.metrics import Metrics
+from streams.kafka.publisher import Publisher
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
 
-# Headers the router puts on forwarded records, so dead letters name the original input.
-H_TOPIC, H_PARTITION, H_OFFSET, H_INDEX = "src-topic", "src-partition", "src-offset", "src-index"
-SEQ_SHIFT = 20  # sequence = offset << 20 | record index: envelopes of up to 1M records keep their order
 
-
-def routing_key(ev: IISEvent) -> bytes:
-    """Message key for the detector's input: one (cIP, Computer, sIP) is one partition."""
-    return f"{ev.cIP}|{ev.Computer}|{ev.sIP}".encode()
-
-
-def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
-    return None
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Publisher:
-    """Sends alerts and dead letters; `deliver` waits for the broker's acknowledgement of all sent.
-
-    Every record the producer refuses for good (too large for the broker: see streams.delivery) comes
-    back here and is dead-lettered with Reason `unpublishable`, so no record can stop the worker; a
-    refused dead letter is logged and counted (`dead_letters_unsendable`)."""
-
-    def __init__(
-        self,
-        producer: AsyncProducer,
-        alert_topic: str,
-        dlq_topic: str,
-        metrics: Metrics | None = None,
-        clock: Callable[[], int] | None = None,
-        ocsf_max_bytes: int | None = None,
-    ) -> None:
-        """`ocsf_max_bytes`: publish alerts as OCSF Detection Findings of at most that size (else the
-        sentinel record as the core built it)."""
-        self.producer = producer
-        self.alert_topic = alert_topic
-        self.dlq_topic = dlq_topic
-        self.ocsf_max_bytes = ocsf_max_bytes
-        self.metrics = metrics or Metrics()
-        self.clock = clock or wall_ms
-        producer.on_refused = self.refused
-
-    def refused(self, record: Refused) -> None:
-        size = 0 if record.value is None else len(record.value)
-        if record.topic == self.dlq_topic:
-            self.metrics.counts["dead_letters_unsendable"] += 1
-            log.error("dead letter of %d bytes refused by the broker: %s", size, record.error.str())
-            return
-        self.metrics.dead["unpublishable"] += 1
-        log.error(
-            "record of %d bytes for topic %s refused by the broker (%s): dead-lettered",
-            size,
-            record.topic,
-            record.error.str(),
-        )
-        key, letter = unpublishable(
-            record.topic,
-            record.key,
-            record.value,
-            f"the broker refused this {size}-byte record for {record.topic}: {record.error.str()}",
-            self.clock(),
-        )
-        self.producer.send(self.dlq_topic, key, orjson.dumps(letter))
-
-    def send(self, alerts: Sequence[dict[str, Any]], dead: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
-        send = self.producer.send
-        ocsf_max = self.ocsf_max_bytes
-        for alert in alerts:
-            record = alert if ocsf_max is None else to_ocsf(alert, ocsf_max)
-            send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(record))
-        for key, record in dead:
-            send(self.dlq_topic, key, orjson.dumps(record))
-
-    async def deliver(self) -> None:
-        await self.producer.deliver()
-
-
-class Processor:
+class Detector:
     """Per-partition engines over one store; all mutation happens under one lock.
 
     `acknowledge` receives, per topic partition, the highest input offset whose effect a checkpoint
@@ -149,10 +66,7 @@ class Processor:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        # Messages that are not one W3CIISLog record (envelopes, shippers' formats, bad input).
-        self.reader = reader or MessageReader()
-        # W3CIISLog records go the fast path unless another reading is forced on every message.
-        self.single = single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
+        self.decoder = MessageDecoder(reader)
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -237,21 +151,18 @@ class Processor:
         batch: list[tuple[int, IISEvent]] = []
         origin: list[Any] = []  # the message of each batch item
         in_envelope: dict[int, int] = {}  # batch item -> its index in the message's envelope
-        dead: list[tuple[bytes, dict[str, Any]]] = []
+        dead: list[DeadLetter] = []
         append, from_message = batch.append, origin.append
-        own_source = partition << 64
         trusted = self.trust_headers
+        single, records = self.decoder.single, self.decoder.records
         for msg in msgs:
-            if trusted and msg.headers:  # forwarded by the router: the original input position
-                pos = position(*self._source(msg, partition))
-            else:
-                pos = own_source | (msg.offset << SEQ_SHIFT)
-            event = self.single(msg.value)
+            pos = source_position(msg, partition, trusted)
+            event = single(msg.value)
             if event is not None:  # the hot path: one valid record
                 append((pos, event))
                 from_message(msg)
                 continue
-            for index, event in self._decoded(msg, now, dead, trusted):
+            for index, event in records(msg, now, dead, trusted):
                 if index is not None:
                     in_envelope[len(batch)] = index
                 append((pos | (index or 0), event))
@@ -262,7 +173,7 @@ class Processor:
         loaded = await self._load(partition, keys) if keys else {}
         out = engine.step(batch, loaded, now)
         for i, error in out.rejected:
-            dead.append(self._dead(error, origin[i], in_envelope.get(i), now, trusted))
+            dead.append(dead_letter_of(error, origin[i], in_envelope.get(i), now, trusted))
         self._emit(partition, out, dead)
         # A partition is idle when no input arrives, not while we are busy (or waiting for Redis).
         engine.last_input_wall_ms = self.clock()
@@ -298,7 +209,7 @@ class Processor:
             if self._checkpoint_due():
                 await self._checkpoint()
 
-    def _emit(self, partition: int, out: StepResult, dead: list[tuple[bytes, dict[str, Any]]]) -> None:
+    def _emit(self, partition: int, out: StepResult, dead: list[DeadLetter]) -> None:
         """Send a step's alerts and dead letters, and hold its writes for the next checkpoint."""
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
@@ -330,7 +241,7 @@ class Processor:
     async def _checkpoint(self) -> None:
         """Deliver what was sent, write the changed records, then acknowledge the input.
 
-        A checkpoint that fails leaves the processor broken: every later one raises the same error,
+        A checkpoint that fails leaves the detector broken: every later one raises the same error,
         so nothing is acknowledged after a delivery or a write that did not happen (a later checkpoint
         would otherwise find nothing pending and acknowledge input whose effect was lost). The input
         since the last good checkpoint is read again by the next worker."""
@@ -373,84 +284,6 @@ class Processor:
         seconds["publishing"] += t1 - t0
         seconds["state_writing"] += time.perf_counter() - t1
         self.metrics.counts["checkpoints"] += 1
-
-    @staticmethod
-    def _source(msg: Any, partition: int) -> tuple[int, int]:
-        """(source partition, sequence base) of a message: the original input position when the
-        router forwarded it (so a record forwarded twice after a crash is applied once)."""
-        if msg.headers:
-            headers = dict(msg.headers)
-            if H_PARTITION in headers:
-                raw_index = headers.get(H_INDEX) or b"0"
-                return int(headers[H_PARTITION]), (int(headers[H_OFFSET]) << SEQ_SHIFT) | int(raw_index)
-        return partition, msg.offset << SEQ_SHIFT
-
-    def _decoded(
-        self, msg: Any, now: int, dead: list[tuple[bytes, dict[str, Any]]], trusted: bool
-    ) -> Iterator[tuple[int | None, IISEvent]]:
-        """(index in the envelope or None, event) of each valid record of a message that
-        `single_event` did not take (envelopes, shippers' formats, bad input); bad records go to
-        `dead`; directives (W3C `#` lines) hold none."""
-        for index, result in self.reader.read(msg.value):
-            if isinstance(result, ParseError):
-                dead.append(self._dead(result, msg, index, now, trusted))
-            else:
-                yield index, result
-
-    @staticmethod
-    def _forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
-        """Where a forwarded record came from (see `_source`)."""
-        return [
-            (H_TOPIC, msg.topic.encode()),
-            (H_PARTITION, str(msg.partition).encode()),
-            (H_OFFSET, str(msg.offset).encode()),
-            (H_INDEX, b"" if index is None else str(index).encode()),
-        ]
-
-    @staticmethod
-    def _dead(
-        error: ParseError, msg: Any, index: int | None, now: int, trusted: bool
-    ) -> tuple[bytes, dict[str, Any]]:
-        """The dead letter of a message's record; `trusted`: the message's `src-*` headers name its
-        original input (the router wrote them)."""
-        headers = dict(msg.headers or ()) if trusted else {}
-        if H_TOPIC in headers:  # forwarded by the router: name the original input
-            topic = headers[H_TOPIC].decode()
-            partition = int(headers[H_PARTITION])
-            offset = int(headers[H_OFFSET])
-            raw_index = headers.get(H_INDEX)
-            index = int(raw_index) if raw_index else None
-        else:
-            topic, partition, offset = msg.topic, msg.partition, msg.offset
-        record = dead_letter(error, msg.value, msg.key, topic, partition, offset, index, now)
-        return dead_letter_key(topic, partition, offset, index), record
-
-    # ------------------------------------------------------------------ routing
-
-    async def route(self, fetch: Mapping[Any, Sequence[Any]], by_key_topic: str) -> None:
-        """Repartition: forward each valid record keyed by (cIP, Computer, sIP); dead-letter the rest.
-
-        Returns once every forwarded record is acknowledged, so the input offsets faust commits
-        afterwards never run ahead of what reached the detector's topic."""
-        now = self.clock()
-        dead: list[tuple[bytes, dict[str, Any]]] = []
-        send = self.publisher.producer.send
-        routed = 0
-        for msg in (msg for records in fetch.values() for msg in records):
-            event = self.single(msg.value)
-            if event is not None:  # the hot path: one valid record, forwarded as it came
-                send(by_key_topic, routing_key(event), msg.value, headers=self._forward_headers(msg, None))
-                routed += 1
-                continue
-            for index, event in self._decoded(msg, now, dead, trusted=False):
-                value = orjson.dumps(event_record(event))  # self-contained: the detector's fast path
-                send(by_key_topic, routing_key(event), value, headers=self._forward_headers(msg, index))
-                routed += 1
-        self.metrics.counts["routed"] += routed
-        for _, record in dead:
-            self.metrics.dead[record["Reason"]] += 1
-        self.publisher.send((), dead)
-        await self.publisher.deliver()
 
     def gauges(self) -> dict[str, float]:
         return {

@@ -1,6 +1,6 @@
 """The worker's metrics: plain counters on the hot path, Prometheus text (prometheus-client) at scrape time.
 
-Counting an event must cost a dict increment, not a library call, so the processor keeps `Counter`s
+Counting an event must cost a dict increment, not a library call, so the detector keeps `Counter`s
 and a scrape turns them, and a snapshot of the worker's state (lag, watermarks, readiness), into metric
 families. Names follow the Prometheus conventions (`_total` counters, `_seconds` units); the list that
 dashboards and alert rules may use is deploy/observability/METRICS.txt, checked by the tests.

@@ -14,8 +14,8 @@ import orjson
 from streams.core.batch import BatchDetector
 from streams.core.ocsf import to_ocsf
 from streams.core.records import ParseError
+from streams.io.sources import SourceOptions, iter_file, open_binary
 from streams.settings import Settings
-from streams.sources import SourceOptions, iter_file, open_binary
 
 MAX_ERRORS_SHOWN = 10_000
 

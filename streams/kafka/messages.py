@@ -1,0 +1,107 @@
+"""Kafka messages in, events or dead letters out: what the router and the detector share.
+
+A message is read on the fast path when it is one W3CIISLog record (nearly all of them), else by the
+core's MessageReader (envelopes, shippers' formats, bad input). Its position, for the engine's
+exactly-once state effect, is its input partition and offset, or the original input's when the router
+forwarded it: the router writes that in `src-*` headers, which are trusted only on the app's own
+repartition topic (on an input topic any producer could set them and make real events look applied).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from streams.core.deadletter import dead_letter, dead_letter_key
+from streams.core.engine import position
+from streams.core.parse import single_event
+from streams.core.records import IISEvent, ParseError
+from streams.core.shippers import MessageReader
+from streams.core.windows import routing_key
+
+__all__ = [
+    "DeadLetter",
+    "MessageDecoder",
+    "dead_letter_of",
+    "forward_headers",
+    "routing_key",
+    "source_position",
+]
+
+# Headers the router puts on forwarded records: the original input position.
+H_TOPIC, H_PARTITION, H_OFFSET, H_INDEX = "src-topic", "src-partition", "src-offset", "src-index"
+SEQ_SHIFT = 20  # sequence = offset << 20 | record index: envelopes of up to 1M records keep their order
+
+DeadLetter = tuple[bytes, dict[str, Any]]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
+    """Where a forwarded record came from (see `source_position`)."""
+    return [
+        (H_TOPIC, msg.topic.encode()),
+        (H_PARTITION, str(msg.partition).encode()),
+        (H_OFFSET, str(msg.offset).encode()),
+        (H_INDEX, b"" if index is None else str(index).encode()),
+    ]
+
+
+def source_position(msg: Any, partition: int, trusted: bool) -> int:
+    """The engine position (core.engine.position) of a message's first record: its own partition and
+    offset, or, when `trusted` and the router forwarded it, the original input's (so a record
+    forwarded twice after a crash is applied once)."""
+    if trusted and msg.headers:
+        headers = dict(msg.headers)
+        if H_PARTITION in headers:
+            raw_index = headers.get(H_INDEX) or b"0"
+            sequence = (int(headers[H_OFFSET]) << SEQ_SHIFT) | int(raw_index)
+            return position(int(headers[H_PARTITION]), sequence)
+    return position(partition, msg.offset << SEQ_SHIFT)
+
+
+def dead_letter_of(error: ParseError, msg: Any, index: int | None, now: int, trusted: bool) -> DeadLetter:
+    """The dead letter of a message's record; `trusted`: the message's `src-*` headers name its
+    original input (the router wrote them)."""
+    headers = dict(msg.headers or ()) if trusted else {}
+    if H_TOPIC in headers:  # forwarded by the router: name the original input
+        topic = headers[H_TOPIC].decode()
+        partition = int(headers[H_PARTITION])
+        offset = int(headers[H_OFFSET])
+        raw_index = headers.get(H_INDEX)
+        index = int(raw_index) if raw_index else None
+    else:
+        topic, partition, offset = msg.topic, msg.partition, msg.offset
+    record = dead_letter(error, msg.value, msg.key, topic, partition, offset, index, now)
+    return dead_letter_key(topic, partition, offset, index), record
+
+
+def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
+    return None
+
+
+class MessageDecoder:
+    """The events of a message: `single` (the fast path: one W3CIISLog record, else None), then
+    `records` for the rest."""
+
+    __slots__ = ("reader", "single")
+
+    def __init__(self, reader: MessageReader | None = None) -> None:
+        self.reader = reader or MessageReader()
+        # W3CIISLog records go the fast path unless another reading is forced on every message.
+        self.single = single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
+
+    def records(
+        self, msg: Any, now: int, dead: list[DeadLetter], trusted: bool
+    ) -> Iterator[tuple[int | None, IISEvent]]:
+        """(index in the envelope or None, event) of each valid record of a message that `single` did
+        not take (envelopes, shippers' formats, bad input); bad records go to `dead`; directives (W3C
+        `#` lines) hold none."""
+        for index, result in self.reader.read(msg.value):
+            if isinstance(result, ParseError):
+                dead.append(dead_letter_of(result, msg, index, now, trusted))
+            else:
+                yield index, result
