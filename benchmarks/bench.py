@@ -9,9 +9,12 @@ benchmarks/results/latest.json; nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import heapq
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -21,20 +24,24 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks.load import Crossing, Expected, Sender, encoded, fill
+from streams.core.alerts import SET_COLUMNS, build_alert
+from streams.core.batch import BatchDetector
+from streams.core.parse import parse_json
+from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.timefmt import format_iso_ms
-from streams.sample import Workload, generate
+from streams.core.timefmt import format_iso_ms, parse_iso_ms
+from streams.io.sample import Workload, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -270,6 +277,7 @@ class Step:
     seconds: float
     ok: bool
     note: str
+    cpu_s: float = 0.0  # CPU seconds of the measured process(es) over `seconds` (0: not measured)
 
     @property
     def eps(self) -> float:
@@ -384,6 +392,7 @@ def step_ours(
                 0.1,
             )
             counted_from = events()
+        cpu_first = sum(proc_cpu_s(w.proc.pid) for w in procs)
         done = wait_until(
             lambda: check_alive() and events() >= expected.events, 1800, "every event", first_worker, 0.05
         )
@@ -396,6 +405,7 @@ def step_ours(
             (reader.first_seen[a] for a in expected.alert_ids if a in reader.first_seen), default=done
         )
         end = max(done, last_alert)
+        cpu = sum(proc_cpu_s(w.proc.pid) for w in procs) - cpu_first
         rss = max(w.peak_rss_mb() for w in procs)
         dead = sum(w.dead_letters() for w in procs)
         got = set(reader.first_seen)
@@ -409,13 +419,15 @@ def step_ours(
         f"{len(got & expected.alert_ids)}/{len(expected.alert_ids)} alerts as replay, {len(extra)} extra, "
         f"{dead} dead letters, peak RSS {rss:.0f} MB"
     )
+    if cpu > 0:
+        note += f", {(expected.events - counted_from) / cpu:,.0f} events per CPU-second"
     label = f"ours: worker, {name}"
     if workers > 1:
         label = f"ours: {workers} workers, {name}, no standby"
         note += f"; measured after the group settled, from event {counted_from:,}"
         if counted_from > expected.events // 2:
             note += " (most events went before the group settled: raise --events for a steady rate)"
-    return Step(label, expected.events - counted_from, end - first, ok, note), rss
+    return Step(label, expected.events - counted_from, end - first, ok, note, cpu), rss
 
 
 @dataclass
@@ -597,6 +609,587 @@ def step_memory_hostile(ctx: Ctx, scanners: int, baseline_rss: float) -> tuple[S
     return step, rss
 
 
+# ------------------------------------------------------------------------------------------- peers
+# What users would pick instead, on the same topic in the same run: Kafka Streams (benchmarks/peers/
+# kstreams, built with Maven) and Quix Streams (benchmarks/peers/quix_peer.py, in its own virtualenv).
+# Both emit a window once it has closed (event time past its end + grace, per partition), so a peer's
+# answer is checked against replay's alerts over the windows it can have closed.
+
+PEERS = ROOT / "benchmarks" / "peers"
+CACHE = Path(os.environ.get("PORTSCAN_CACHE", ROOT / ".cache"))
+KSTREAMS_VERSION = (PEERS / "kstreams" / "pom.xml").read_text().split("<kafka.version>")[1].split("<")[0]
+PEER_GRACE_MS = 120_000  # the worker's --grace default; both peers use the same
+# The alert columns compared with replay's for every window a peer reports (its key: WindowStart,
+# cIP, Computer, sIP): the rule's counts and sets, enriched as streams/core/enrich.py does.
+PEER_COLUMNS = (
+    "TimeGenerated",
+    "WindowEnd",
+    "set_sPort",
+    "portCount",
+    "DistinctPortCount",
+    "ConnectionsCount",
+    *SET_COLUMNS,
+    "FirstSeen",
+    "LastSeen",
+)
+WindowId = tuple[str, str, str, str]  # (WindowStart, cIP, Computer, sIP)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds of a process so far: utime + stime of all its threads, children included."""
+    data = Path(f"/proc/{pid}/stat").read_text()
+    fields = data[data.rindex(")") + 2 :].split()  # fields from the 3rd on (comm may hold spaces)
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def source_hash(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def kstreams_build() -> Path:
+    """The Kafka Streams peer's jar and its runtime jars (lib/), built once per source hash with the
+    Maven and JDK that the broker needs (`mvn -q -B package`, from Maven Central), under .cache/."""
+    src = PEERS / "kstreams"
+    files = [p for p in src.rglob("*") if p.is_file() and "target" not in p.relative_to(src).parts]
+    out = CACHE / f"kstreams-{source_hash(files)}"
+    if (out / ".complete").exists():
+        return out
+    for tool in ("mvn", "java"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is needed for the Kafka Streams peer (it also runs the broker)")
+    log(f"kstreams: building the peer with Maven into {out}")
+    for stale in CACHE.glob("kstreams-*"):  # builds of earlier sources
+        shutil.rmtree(stale, ignore_errors=True)
+    cmd = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(src / "pom.xml"), "package"]
+    built = subprocess.run(
+        [*cmd, f"-Dpeer.build.dir={out}"], capture_output=True, text=True, timeout=1200, check=False
+    )
+    if built.returncode != 0:
+        raise RuntimeError("kstreams: mvn package failed:\n" + (built.stdout + built.stderr)[-3000:])
+    (out / ".complete").touch()
+    return out
+
+
+def quix_python() -> Path:
+    """A virtualenv with Quix Streams (benchmarks/peers/quix-requirements.txt), made once under .cache/:
+    Quix Streams pins confluent-kafka below the version the worker uses, so it cannot share .venv."""
+    requirements = PEERS / "quix-requirements.txt"
+    venv = CACHE / f"quix-venv-{source_hash([requirements])}"
+    python = venv / "bin" / "python"
+    if (venv / ".complete").exists():
+        return python
+    log(f"quix: installing {requirements.read_text().strip()} into {venv}")
+    for stale in CACHE.glob("quix-venv-*"):  # made from earlier requirements
+        shutil.rmtree(stale, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    installed = subprocess.run(
+        [*pip, "-r", str(requirements)], capture_output=True, text=True, timeout=1200, check=False
+    )
+    if installed.returncode != 0:
+        raise RuntimeError("quix: pip install failed:\n" + (installed.stdout + installed.stderr)[-3000:])
+    (venv / ".complete").touch()
+    return python
+
+
+@dataclass
+class Replayed:
+    """replay's answer over what a topic holds, read back, and each partition's newest event time."""
+
+    alerts: dict[WindowId, dict[str, Any]]
+    events: int
+    newest_ms: list[int]
+
+    def closable(self, grace_ms: int) -> tuple[set[WindowId], set[WindowId]]:
+        """(required, possible): alerting windows closed in every partition's event time, and those
+        that a partition's event time may have closed (the ones left differ by a few seconds)."""
+        oldest, newest = min(self.newest_ms), max(self.newest_ms)
+        required: set[WindowId] = set()
+        possible: set[WindowId] = set()
+        for key, alert in self.alerts.items():
+            closes_at = (parse_iso_ms(alert["WindowEnd"]) or 0) + grace_ms
+            if closes_at < oldest:
+                required.add(key)
+            if closes_at <= newest:
+                possible.add(key)
+        return required, possible
+
+
+def window_id(alert: dict[str, Any]) -> WindowId:
+    return (alert["WindowStart"], alert["cIP"], alert["Computer"], alert["sIP"])
+
+
+def replay_topic(ctx: Ctx, topic: str, params: RuleParams) -> Replayed:
+    """Read `topic` back and run the core's BatchDetector (what `replay` runs) over it, settling the
+    windows that every partition has passed as it goes."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ctx.brokers,
+            "group.id": f"{ctx.prefix}-replay",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
+        }
+    )
+    parts = sorted(ctx.admin.list_topics(timeout=10).topics[topic].partitions)
+    ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    detector = BatchDetector(params)
+    windows, cap = detector.windows, params.max_set_size
+    alerts: dict[WindowId, dict[str, Any]] = {}
+    newest = [-1] * len(parts)
+    read = [0] * len(parts)
+    total = sum(ends)
+
+    def settle(before_ms: int | None) -> None:
+        for key in [k for k in windows if before_ms is None or k.start_ms + params.bin_ms <= before_ms]:
+            agg = windows.pop(key)
+            if agg.port_count(cap) >= params.threshold:
+                alert = build_alert(key, agg, params)
+                alerts[window_id(alert)] = alert
+
+    events, next_settle = 0, 200_000
+    deadline = time.perf_counter() + 600 + total / 5_000
+    try:
+        while events < total and time.perf_counter() < deadline:
+            for msg in consumer.consume(10_000, 1.0):
+                if msg.error() is not None:
+                    continue
+                events += 1
+                p = msg.partition()
+                read[p] = msg.offset() + 1
+                for event in parse_json(msg.value()):
+                    if isinstance(event, IISEvent):
+                        detector.add(event)
+                        newest[p] = max(newest[p], event.time_ms)
+            if events >= next_settle:
+                next_settle += 200_000
+                behind = [newest[p] for p in parts if read[p] < ends[p]]
+                if behind and min(behind) > 0:
+                    settle(min(behind) - params.bin_ms)
+    finally:
+        consumer.close()
+    if events < total:
+        raise RuntimeError(f"replay of {topic}: read {events:,} of {total:,} records")
+    settle(None)
+    return Replayed(alerts, events, newest)
+
+
+class PeerProcess:
+    """A peer in a subprocess: the JSON progress lines it prints on stdout, its log, its /proc."""
+
+    def __init__(self, ctx: Ctx, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = ctx.work / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.last: dict[str, Any] = {}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self._log, env={**os.environ, **(env or {})}, cwd=ROOT
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and "events" in doc:
+                self.last = doc
+            else:
+                self._log.write(line)
+
+    def events(self) -> int:
+        return int(self.last.get("events", 0))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._thread.join(5)
+        self._log.close()
+
+    def fail(self, why: str) -> RuntimeError:
+        self._log.flush()
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return RuntimeError(f"{self.name}: {why}\n" + "\n".join(tail))
+
+
+class PeerReader:
+    """Consumes a peer's alert topic in a thread: each window's alert and when it was first seen."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.alerts: dict[WindowId, dict[str, Any]] = {}
+        self.seen_at: dict[WindowId, float] = {}
+        self.repeated = 0
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": f"{topic}-reader",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.05):
+                if msg.error() is not None:
+                    continue
+                now = time.perf_counter()
+                alert = orjson.loads(msg.value())
+                key = window_id(alert)
+                if key in self.alerts:
+                    self.repeated += 1
+                else:
+                    self.seen_at[key] = now
+                self.alerts[key] = alert
+        self._consumer.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@dataclass
+class PeerRun:
+    step: Step
+    cpu_s: float
+    rss_mb: float
+
+    @property
+    def eps_per_cpu(self) -> float:
+        return self.step.events / self.cpu_s if self.cpu_s > 0 else 0.0
+
+
+def check_peer(replayed: Replayed, got: dict[WindowId, dict[str, Any]], repeated: int) -> tuple[bool, str]:
+    """A peer's alerts against replay's: every window closed everywhere is there, none is reported
+    that replay does not find or that cannot have closed, and PEER_COLUMNS are equal."""
+    required, possible = replayed.closable(PEER_GRACE_MS)
+    missing = required - got.keys()
+    unexpected = got.keys() - possible
+    different = [
+        key
+        for key in got.keys() & replayed.alerts.keys()
+        if any(got[key].get(c) != replayed.alerts[key][c] for c in PEER_COLUMNS)
+    ]
+    ok = not (missing or unexpected or different or repeated)
+    note = f"{len(required) - len(missing)}/{len(required)} closable windows as replay"
+    if missing or unexpected or different or repeated:
+        note += f" ({len(missing)} missing, {len(unexpected)} unexpected, {len(different)} different"
+        note += f", {repeated} repeated)"
+        if different:
+            key = different[0]
+            cols = [c for c in PEER_COLUMNS if got[key].get(c) != replayed.alerts[key][c]]
+            log(f"peer answer differs at {key} in {cols}: {[got[key].get(c) for c in cols[:2]]}")
+    return ok, note
+
+
+def delete_topics_like(ctx: Ctx, part: str) -> None:
+    """Delete the topics whose name contains `part` (a peer's internal topics: Quix names them
+    changelog__<group>--... and repartition__<group>--..., outside the run's prefix)."""
+    names = [t for t in ctx.admin.list_topics(timeout=10).topics if part in t]
+    if names:
+        for future in ctx.admin.delete_topics(names, operation_timeout=60).values():
+            try:
+                future.result(timeout=60)
+            except Exception as exc:
+                log(f"could not delete a topic: {exc}")
+
+
+def run_peer(
+    ctx: Ctx,
+    name: str,
+    label: str,
+    cmd: list[str],
+    env: dict[str, str] | None,
+    replayed: Replayed,
+    late_line: str,
+) -> PeerRun:
+    """Run a peer on a filled topic, from its first event read to the last closable window's alert
+    received; CPU over that span (process, threads and children), peak RSS of the process. `late_line`:
+    what the peer logs for each record it drops as late (counted in the note)."""
+    app_id = f"{ctx.prefix}-{name}"
+    alerts = ctx.topic(f"{name}-alerts")
+    reader = PeerReader(ctx.brokers, alerts)
+    peer = PeerProcess(ctx, name, [*cmd, "--output", alerts, "--app-id", app_id], env)
+    required, _ = replayed.closable(PEER_GRACE_MS)
+    n = replayed.events
+    try:
+        wait_until(lambda: peer.last.get("first_cpu_ns", 0) > 0, 180, "the first event", peer, 0.02)
+        first = time.perf_counter() - (time.time() - peer.last["first_ms"] / 1000)
+        first_cpu = peer.last["first_cpu_ns"] / 1e9
+        done = wait_until(lambda: peer.events() >= n, 600 + n / 1_000, "every event", peer, 0.05)
+        try:
+            wait_until(lambda: required <= reader.seen_at.keys(), 60, "every closable window", peer)
+        except RuntimeError:
+            pass  # reported as FAIL below
+        cpu = proc_cpu_s(peer.proc.pid) - first_cpu
+        end = max([done, *(reader.seen_at[k] for k in required if k in reader.seen_at)])
+        time.sleep(2.0)  # what the peer sends next is checked too: a window twice, one not closed
+        rss = proc_peak_rss_mb(peer.proc.pid)
+        got = dict(reader.alerts)
+    finally:
+        peer.stop()
+        reader.close()
+        delete_topics_like(ctx, app_id)
+    ok, note = check_peer(replayed, got, reader.repeated)
+    with open(peer.log_path, "rb") as peer_log:
+        late = sum(late_line.encode() in line for line in peer_log)
+    if late:
+        note += f", {late:,} records dropped as late"
+    run = PeerRun(Step(label, n, end - first, ok, note, cpu), cpu, rss)
+    run.step.note += f"; {run.eps_per_cpu:,.0f} events per CPU-second, peak RSS {rss:.0f} MB"
+    return run
+
+
+def step_kstreams(
+    ctx: Ctx, topic: str, replayed: Replayed, threads: int, keyed: bool, jvm_opts: str
+) -> PeerRun:
+    """The Kafka Streams peer: suppress(untilWindowCloses) over a RocksDB window store."""
+    build = kstreams_build()
+    name = f"kstreams-{threads}t" + ("" if keyed else "-unkeyed")
+    cmd = [
+        "java",
+        *shlex.split(jvm_opts),
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        "-cp",
+        f"{build / 'portscan-kstreams.jar'}:{build / 'lib'}/*",
+        "portscan.PortScanStreams",
+        "--brokers",
+        ctx.brokers,
+        "--input",
+        topic,
+        "--state-dir",
+        str(ctx.work / name),
+        "--threads",
+        str(threads),
+        "--keyed",
+        "true" if keyed else "false",
+    ]
+    topology = "keyed input" if keyed else "unkeyed: selectKey + repartition"
+    label = f"Kafka Streams {KSTREAMS_VERSION}, {threads} thread{'s' if threads > 1 else ''}, {topology}"
+    log(f"peer: {label}")
+    return run_peer(ctx, name, label, cmd, None, replayed, "Skipping record for expired window")
+
+
+def step_quix(ctx: Ctx, topic: str, replayed: Replayed, keyed: bool) -> PeerRun:
+    """The Quix Streams peer: tumbling_window + reduce, final() (closing by partition)."""
+    python = quix_python()
+    name = "quix" if keyed else "quix-unkeyed"
+    cmd = [
+        str(python),
+        "-m",
+        "benchmarks.peers.quix_peer",
+        "--brokers",
+        ctx.brokers,
+        "--input",
+        topic,
+        "--state-dir",
+        str(ctx.work / name),
+        *([] if keyed else ["--unkeyed"]),
+    ]
+    topology = "keyed input" if keyed else "unkeyed: group_by + repartition"
+    label = f"Quix Streams {quix_version()}, {topology}"
+    log(f"peer: {label}")
+    env = {"PYTHONPATH": str(ROOT)}
+    return run_peer(ctx, name, label, cmd, env, replayed, "Skipping window processing for the closed window")
+
+
+def java_version() -> str:
+    try:
+        shown = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "?"
+    return (shown.stderr.strip().splitlines() or ["?"])[0]
+
+
+def quix_version() -> str:
+    pins = (PEERS / "quix-requirements.txt").read_text()
+    return pins.split("quixstreams==")[1].split()[0] if "quixstreams==" in pins else "?"
+
+
+def copy_unkeyed(ctx: Ctx, topic: str) -> str:
+    """The records of `topic` again, without keys, in event-time order (what a log shipper writes):
+    the input of the default topology (router and repartition topic)."""
+    dest = ctx.topic("unkeyed-in")
+    parts = sorted(ctx.admin.list_topics(timeout=10).topics[topic].partitions)
+
+    def records(p: int) -> Iterator[tuple[int, int, bytes]]:
+        consumer = Consumer(
+            {"bootstrap.servers": ctx.brokers, "group.id": f"{ctx.prefix}-copy", "enable.auto.commit": False}
+        )
+        end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
+        offset = 0
+        try:
+            while offset < end:
+                for msg in consumer.consume(5_000, 1.0):
+                    if msg.error() is None:
+                        offset = msg.offset() + 1
+                        yield msg.timestamp()[1], p, msg.value()
+        finally:
+            consumer.close()
+
+    sender = Sender(ctx.brokers)
+    produce = sender.producer.produce
+    started = time.perf_counter()
+    for ts, _, value in heapq.merge(*(records(p) for p in parts)):
+        while True:
+            try:
+                produce(dest, value=value, timestamp=ts, on_delivery=sender._delivered)
+                break
+            except BufferError:
+                sender.producer.poll(0.05)
+        sender.sent += 1
+        if sender.sent % 5_000 == 0:
+            sender.producer.poll(0)
+    sender.flush()
+    log(f"unkeyed: {sender.sent:,} records copied without keys in {time.perf_counter() - started:.1f}s")
+    return dest
+
+
+def add_peer_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kstreams-threads", default="1,2", help="stream threads of the Kafka Streams runs (best reported)"
+    )
+    parser.add_argument(
+        "--kstreams-jvm-opts", default="-Xmx1g", help="JVM options of the Kafka Streams peer (heap)"
+    )
+    parser.add_argument(
+        "--peers-unkeyed",
+        action="store_true",
+        help="also run the peers on unkeyed input (re-keyed through a repartition topic): on a backlog "
+        "they drop most records as late (see the README), so their rows FAIL",
+    )
+
+
+def run_peers(
+    ctx: Ctx,
+    args: argparse.Namespace,
+    skip: set[str],
+    topic: str,
+    expected: Expected,
+    ours: Step,
+    ours_rss: float,
+    results: dict[str, Any],
+) -> list[Step]:
+    """Our worker on unkeyed input (default topology), then Kafka Streams and Quix Streams on the same
+    topics; their figures and ratios go to `results`. Skip names: unkeyed, kstreams, quix."""
+    steps: list[Step] = []
+    if ours.cpu_s > 0:
+        results["ours_eps_per_cpu_s"] = round(ours.events / ours.cpu_s)
+    results["ours_peak_rss_mb"] = round(ours_rss)
+    unkeyed = None
+    if "unkeyed" not in skip:
+        unkeyed = copy_unkeyed(ctx, topic)
+        log("ours: worker on unkeyed input (the default topology: router and repartition topic)")
+        env = {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_INPUT_KEYED": "false"}
+        label = "ours: worker, rocksdb, unkeyed input"
+        try:
+            step, rss = step_ours(ctx, "unkeyed", unkeyed, expected, env)
+        except RuntimeError as exc:
+            log(f"{label}: {exc}")
+            step, rss = Step(label, 0, 0.0, False, f"error: {str(exc).splitlines()[0][:160]}"), 0.0
+        step.name = label
+        steps.append(step)
+        results["ours_unkeyed_eps"] = round(step.eps)
+        if step.cpu_s > 0:
+            results["ours_unkeyed_eps_per_cpu_s"] = round(step.events / step.cpu_s)
+        results["ours_unkeyed_peak_rss_mb"] = round(rss)
+        results["ratio_unkeyed_vs_keyed"] = round(step.eps / ours.eps, 2) if ours.eps else None
+    want = [name for name in ("kstreams", "quix") if name not in skip]
+    if not want:
+        return steps
+    log(f"peers: replay over {topic} (the peers' answer)")
+    replayed = replay_topic(ctx, topic, RuleParams())
+    found = {alert["AlertId"] for alert in replayed.alerts.values()}
+    if found != expected.alert_ids:
+        log(f"peers: replay of the topic finds {len(found)} alerts, the load's {len(expected.alert_ids)}")
+    required, _ = replayed.closable(PEER_GRACE_MS)
+    results["peer_closable_windows"] = len(required)
+    results["peer_columns_compared"] = list(PEER_COLUMNS)
+
+    def attempt(label: str, run: Callable[[], PeerRun]) -> PeerRun:
+        """A peer that cannot run (build, install, crash) is a FAIL row, not the end of the bench."""
+        try:
+            return run()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            log(f"{label}: {exc}")
+            return PeerRun(Step(label, 0, 0.0, False, f"error: {str(exc).splitlines()[0][:160]}"), 0.0, 0.0)
+
+    def record(key: str, run: PeerRun) -> None:
+        results[f"{key}_eps"] = round(run.step.eps)
+        results[f"{key}_eps_per_cpu_s"] = round(run.eps_per_cpu)
+        results[f"{key}_peak_rss_mb"] = round(run.rss_mb)
+        results[f"{key}_ok"] = run.step.ok
+
+    def ratios(key: str, run: PeerRun) -> None:
+        if run.step.eps:
+            results[f"ratio_ours_vs_{key}"] = round(ours.eps / run.step.eps, 2)
+        if results.get("ours_eps_per_cpu_s") and run.eps_per_cpu:
+            per_cpu = results["ours_eps_per_cpu_s"] / run.eps_per_cpu
+            results[f"ratio_ours_vs_{key}_per_cpu_s"] = round(per_cpu, 2)
+
+    if "kstreams" in want:
+        runs: dict[int, PeerRun] = {}
+        for threads in [int(t) for t in args.kstreams_threads.split(",") if t.strip()]:
+            runs[threads] = attempt(
+                f"kstreams, {threads} threads",
+                lambda t=threads: step_kstreams(ctx, topic, replayed, t, True, args.kstreams_jvm_opts),
+            )
+            steps.append(runs[threads].step)
+            record(f"kstreams_{threads}t", runs[threads])
+        best = max(runs, key=lambda t: (runs[t].step.ok, runs[t].step.eps))
+        record("kstreams", runs[best])
+        ratios("kstreams", runs[best])
+        results["kstreams_threads"] = best
+        results["kstreams_version"] = KSTREAMS_VERSION
+        results["java"] = java_version()
+        if unkeyed is not None and args.peers_unkeyed:
+            run = attempt(
+                "kstreams, unkeyed",
+                lambda: step_kstreams(ctx, unkeyed, replayed, best, False, args.kstreams_jvm_opts),
+            )
+            steps.append(run.step)
+            record("kstreams_unkeyed", run)
+    if "quix" in want:
+        run = attempt("quix", lambda: step_quix(ctx, topic, replayed, True))
+        steps.append(run.step)
+        record("quix", run)
+        ratios("quix", run)
+        results["quix_version"] = quix_version()
+        if unkeyed is not None and args.peers_unkeyed:
+            run = attempt("quix, unkeyed", lambda: step_quix(ctx, unkeyed, replayed, False))
+            steps.append(run.step)
+            record("quix_unkeyed", run)
+    return steps
+
+
 # ------------------------------------------------------------------------------------------- report
 
 
@@ -669,8 +1262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
-        "--skip", default="", help="comma-separated steps to skip: naive,redis,scale,latency,memory"
+        "--skip",
+        default="",
+        help="comma-separated steps to skip: naive,redis,scale,unkeyed,kstreams,quix,latency,memory",
     )
+    add_peer_args(parser)
     parser.add_argument(
         "--scale-workers",
         type=int,
@@ -751,6 +1347,8 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(scaled)
             results["ours_rocksdb_scaled_eps"] = round(scaled.eps)
             results["scaled_workers"] = n
+        # Our worker on unkeyed input, and the peers (Kafka Streams, Quix Streams) on the same topics.
+        steps.extend(run_peers(ctx, args, skip, main_topic, expected, rocks, rss, results))
         results["ratio_vs_limit"] = round(rocks.eps / limit.eps, 3) if limit.eps else None
         if results.get("naive_faust_eps"):
             results["ratio_vs_naive"] = round(rocks.eps / results["naive_faust_eps"], 1)
