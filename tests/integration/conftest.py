@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +25,8 @@ import pytest
 import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from .workerkit import Job, own_topics
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BROKERS = "127.0.0.1:9092"
@@ -250,3 +253,23 @@ def run_async_bounded(make_coro: Callable[[], Awaitable[T]], timeout: float, gra
 def run_async() -> AsyncRunner:
     """`run_async(lambda: coro(...), timeout)`: see run_async_bounded."""
     return run_async_bounded
+
+
+@pytest.fixture
+def job(
+    brokers: str, unique_name: str, tmp_path: Path, kafka_admin: AdminClient, kafka_topics: KafkaTopics
+) -> Iterator[Job]:
+    """The test's stream job (its own app id and topics, its worker's log in `tmp_path/job.log`); at the
+    end: workers stopped, readers closed, its topics and groups deleted, the job log's tail on stderr
+    (which pytest shows only when the test failed)."""
+    the_job = Job(unique_name, brokers, tmp_path)
+    try:
+        yield the_job
+    finally:
+        the_job.close()
+        try:
+            kafka_topics.track(*own_topics(kafka_admin, the_job.name))
+        except Exception as exc:  # cleanup is best effort
+            sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
+        kafka_topics.track_group(the_job.name, *the_job.groups())
+        sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")

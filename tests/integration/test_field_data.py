@@ -27,14 +27,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import AdminClient
 
 from streams.core.batch import detect
 from streams.core.parse import event_from_record
@@ -43,7 +42,6 @@ from streams.core.timefmt import parse_iso_ms
 from streams.io.sample import Workload, generate
 from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
 
-from .conftest import KafkaTopics
 from .test_worker import (
     COMPUTER,
     SETTLE_S,
@@ -65,7 +63,6 @@ from .workerkit import (
     WorkerProcess,
     latest,
     now_ms,
-    own_topics,
     produce,
     schema_errors,
     view,
@@ -78,24 +75,6 @@ DLQ_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the paylo
 CLOSED = ("final", "late")
 TOMBSTONE = "<tombstone>"  # identity of a message without a value (see payload_id)
 
-
-@pytest.fixture
-def job(
-    brokers: str, unique_name: str, tmp_path: Path, kafka_admin: AdminClient, kafka_topics: KafkaTopics
-) -> Iterator[Job]:
-    """The test's job (as in test_worker.py); at the end: workers stopped, readers closed, its topics and
-    groups deleted, the job log's tail on stderr (shown by pytest for a failing test)."""
-    the_job = Job(unique_name, brokers, tmp_path)
-    try:
-        yield the_job
-    finally:
-        the_job.close()
-        try:
-            kafka_topics.track(*own_topics(kafka_admin, the_job.name))
-        except Exception as exc:  # cleanup is best effort
-            sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
-        kafka_topics.track_group(the_job.name, *the_job.groups())
-        sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

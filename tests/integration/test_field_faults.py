@@ -37,7 +37,6 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
-from .conftest import KafkaTopics
 from .private_services import PrivateKafka, closed_port, private_kafka, private_redis
 from .test_worker import expected_view, keyed, recent_workload, values_of
 from .workerkit import (
@@ -47,7 +46,6 @@ from .workerkit import (
     WorkerProcess,
     iso,
     latest,
-    own_topics,
     produce,
     view,
     view_diff,
@@ -94,24 +92,6 @@ def private_job(kafka_private: PrivateKafka, unique_name: str, tmp_path: Path) -
         sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")
         sys.stderr.write(f"===== private broker log (tail)\n{kafka_private.log_tail()}\n")
 
-
-@pytest.fixture
-def job(
-    brokers: str, unique_name: str, tmp_path: Path, kafka_admin: AdminClient, kafka_topics: KafkaTopics
-) -> Iterator[Job]:
-    """A job on the shared broker; at the end: workers stopped, readers closed, its topics and groups
-    deleted (as test_worker.py's `job`)."""
-    the_job = Job(unique_name, brokers, tmp_path)
-    try:
-        yield the_job
-    finally:
-        the_job.close()
-        try:
-            kafka_topics.track(*own_topics(kafka_admin, the_job.name))
-        except Exception as exc:  # cleanup is best effort
-            sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
-        kafka_topics.track_group(the_job.name, *the_job.groups())
-        sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

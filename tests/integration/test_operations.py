@@ -22,7 +22,6 @@ from confluent_kafka.admin import AdminClient
 
 from .conftest import KafkaTopics
 from .test_worker import expected_view, recent_workload, send, values_of
-from .test_worker import job as job
 from .workerkit import Job, Record, latest, schema_errors, view
 
 pytestmark = pytest.mark.integration

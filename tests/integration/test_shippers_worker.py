@@ -20,7 +20,6 @@ from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
-from .test_worker import job as job
 from .test_worker import values_of
 from .workerkit import Job, Record, latest, produce, view, view_diff
 

@@ -16,13 +16,11 @@ What the tests pin:
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from streams.core.batch import detect
@@ -30,7 +28,6 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.io.sample import Workload, generate
 
-from .conftest import KafkaTopics
 from .workerkit import (
     BIN_MS,
     Job,
@@ -53,26 +50,6 @@ STEP_S = 60.0  # one step of a scripted scenario (includes start-up for the firs
 SETTLE_S = 2.0  # extra reading after a condition holds, to catch records that should not be there
 COMPUTER, SIP = "WEB01.contoso.local", "10.0.0.11"
 
-
-@pytest.fixture
-def job(
-    brokers: str, unique_name: str, tmp_path: Path, kafka_admin: AdminClient, kafka_topics: KafkaTopics
-) -> Iterator[Job]:
-    """The test's job; at the end: workers stopped, readers closed, its topics and groups deleted.
-
-    The job log's tail is written to stderr at teardown, which pytest shows only when the test failed.
-    """
-    the_job = Job(unique_name, brokers, tmp_path)
-    try:
-        yield the_job
-    finally:
-        the_job.close()
-        try:
-            kafka_topics.track(*own_topics(kafka_admin, the_job.name))
-        except Exception as exc:  # cleanup is best effort
-            sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
-        kafka_topics.track_group(the_job.name, *the_job.groups())
-        sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")
 
 
 def recent_workload(events: int, seed: int, **shape: Any) -> list[dict[str, Any]]:
