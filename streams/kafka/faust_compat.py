@@ -59,6 +59,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         super().__init__(*args, **kwargs)
         self._done_through: dict[TP, int] = {}  # batch topics: highest offset whose effect is durable
         self.read_through: dict[TP, int] = {}  # batch topics: highest offset handed to a handler
+        self.stale_batches = 0  # fetches dropped because a rebalance began before they were handled
         self.last_progress = time.monotonic()  # when records were last handed to a handler
         self._waiting_since: float | None = None
 
@@ -169,6 +170,13 @@ class BatchingConsumer(AIOKafkaConsumer):
                         set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
+                    if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                        # A rebalance began since the fetch (possibly while the previous handler ran):
+                        # faust seeks every partition back to its committed offset once it is over
+                        # (and its tables recovered), so these records are read again then; handled
+                        # now, they could reach state that recovery is still rebuilding.
+                        self.stale_batches += 1
+                        break
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
                 if batches:
                     self.last_progress = time.monotonic()
