@@ -638,3 +638,49 @@ def test_two_workers_churn_on_shared_redis_equals_replay(
         feeder.stop()
         job.close()
         delete_redis_keys(redis_url, job.name)
+
+
+def test_healthz_turns_red_while_the_broker_is_frozen_with_input_waiting(
+    private_job: Job, kafka_private: PrivateKafka, tmp_path: Path
+) -> None:
+    """A backlog waits on the broker when it freezes: the worker's fetches stop making progress while its
+    lag is non-zero, so /healthz answers 503 once --stall-timeout passes, and 200 again after the thaw."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    job = private_job
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+
+    def healthz() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    records = recent_workload(60_000, seed=43)
+    env = job.env(input_keyed="true", partitions=str(PARTITIONS))
+    job.cli("topics", "create", env=env)
+    produce(job.brokers, job.input_topic, keyed(records))
+    args = (
+        "--data-dir", str(tmp_path / "data"), "--web-port", str(port), "--web-host", "127.0.0.1",
+        "--stall-timeout", "4s", "--batch-size", "200", "--checkpoint-interval", "200ms",
+    )  # fmt: skip
+    with job.worker(*args, env=env) as worker:
+        wait_until(lambda: healthz() == 200, job, STEP_S, worker.check_alive, "/healthz 200 at start")
+        reader = job.reader(job.alert_topic)
+        reader.poll_until(lambda got: len(got) >= 1, STARTUP_S, worker.check_alive, "first alerts")
+        reader.close()
+        kafka_private.freeze()  # with most of the backlog still waiting
+        frozen_at = time.monotonic()
+        try:
+            wait_until(lambda: healthz() == 503, job, 40, worker.check_alive, "/healthz 503 while frozen")
+            note(job, f"/healthz red {time.monotonic() - frozen_at:.1f}s into the freeze")
+        finally:
+            kafka_private.thaw()
+        wait_until(lambda: healthz() == 200, job, 60, worker.check_alive, "/healthz 200 after the thaw")
