@@ -33,7 +33,6 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, Producer
 
 from streams.core.batch import detect
 from streams.core.parse import event_from_record
@@ -161,39 +160,6 @@ def check_alive_and_clean(job: Job, worker: WorkerProcess) -> None:
 def watchdog(job: Job, worker: WorkerProcess) -> Callable[[], None]:
     """`alive` for poll_until: see check_alive_and_clean."""
     return lambda: check_alive_and_clean(job, worker)
-
-
-def produce_with_headers(
-    brokers: str,
-    topic: str,
-    messages: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]],
-    timeout: float = 60.0,
-) -> int:
-    """workerkit.produce with headers: send (key, value, headers) and wait for every acknowledgement."""
-    errors: list[KafkaError] = []
-
-    def delivered(error: KafkaError | None, _msg: Any) -> None:
-        if error is not None:
-            errors.append(error)
-
-    producer = Producer(
-        {
-            "bootstrap.servers": brokers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 10,
-            "message.timeout.ms": int(timeout * 1000),
-            "partitioner": "murmur2_random",
-        }
-    )
-    sent = 0
-    for key, value, headers in messages:
-        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
-        sent += 1
-        producer.poll(0)
-    remaining = producer.flush(timeout)
-    assert remaining == 0 and not errors, f"{remaining} undelivered, errors: {errors[:3]}"
-    return sent
 
 
 def payload_id(letter: dict[str, Any]) -> str:
@@ -570,7 +536,7 @@ def test_spoofed_position_headers_cannot_suppress_events(job: Job, tmp_path: Pat
             ]
 
         messages = [(k, v, claimed(i)) for i, (k, v) in enumerate(keyed(spoofed))]
-        produce_with_headers(job.brokers, job.input_topic, messages)
+        produce(job.brokers, job.input_topic, messages)
         # The spoofed events are in: the high client's early alert.
         alerts.poll_until(
             lambda got: any(a["cIP"] == high for a in values_of(got)),

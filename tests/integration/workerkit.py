@@ -375,10 +375,17 @@ def payload_text(raw: bytes) -> tuple[str, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
+Headers = list[tuple[str, bytes]] | None
+
+
 def produce(
-    brokers: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0
+    brokers: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]] | Iterable[tuple[bytes | None, bytes, Headers]],
+    timeout: float = 60.0,
 ) -> int:
-    """Send (key, value) pairs with an idempotent producer and wait for every acknowledgement."""
+    """Send (key, value) pairs, or (key, value, headers), with an idempotent producer and wait for every
+    acknowledgement."""
     errors: list[KafkaError] = []
 
     def delivered(error: KafkaError | None, _msg: Any) -> None:
@@ -396,10 +403,11 @@ def produce(
         }
     )
     sent = 0
-    for key, value in messages:
+    for key, value, *rest in messages:
+        headers = rest[0] if rest else None
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
