@@ -31,7 +31,7 @@ from typing import Any
 from streams.core.enrich import SET_NAMES, Enricher
 from streams.core.records import IISEvent
 
-__all__ = ["N_SETS", "SET_NAMES", "SMALL", "WindowAgg", "capped", "enriched_values", "trim_slots"]
+__all__ = ["N_SETS", "SET_NAMES", "SMALL", "WindowAgg", "capped", "trim_slots"]
 
 N_SETS = len(SET_NAMES)
 SMALL = 8  # a slot is a sorted tuple up to this many values, a set beyond
@@ -338,8 +338,3 @@ class WindowAgg:
         agg = cls()
         agg.load_state(state)
         return agg
-
-
-def enriched_values(event: IISEvent, enricher: Enricher) -> tuple[str, ...]:
-    """The values one request contributes to each string set, in SET_NAMES order (shared, see Enricher)."""
-    return enricher.values(event)

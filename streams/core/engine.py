@@ -75,8 +75,7 @@ class WindowRecord(WindowAgg):
     as by `position`: nearly every window is fed by one source partition), or a dict source -> sequence.
 
     Stored as one JSON object (orjson): {"v": 2, "n", "f", "l", "p", "s" (WindowAgg.to_state), "o": [[source,
-    sequence], ...], "r": revision, "c": closed}. `from_bytes` also reads the earlier format,
-    {"a": WindowAgg state, "o", "r", "c"}.
+    sequence], ...], "r": revision, "c": closed}.
     """
 
     __slots__ = ("_applied", "closed", "revision")
@@ -229,7 +228,7 @@ class WindowRecord(WindowAgg):
     def from_bytes(cls, data: bytes) -> WindowRecord:
         d = orjson.loads(data)
         rec = cls(None, dict(d["o"]), d["r"], d["c"])
-        rec.load_state(d.get("a", d))
+        rec.load_state(d)
         return rec
 
 

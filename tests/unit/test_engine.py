@@ -313,26 +313,6 @@ def test_window_record_bytes_round_trip_and_earlier_format() -> None:
     assert again.result(128) == rec.result(128)
     assert (again.offsets, again.revision, again.closed) == ({0: 110, 1: 111}, 2, True)
     assert again.to_bytes() == data
-    # a record written before the compact format: {"a": agg state with every set a sorted list, ...}
-    earlier = orjson.dumps(
-        {
-            "a": {
-                "n": 2,
-                "f": T0,
-                "l": T0 + 5,
-                "p": [80, 443],
-                "s": [["-"], ["a", "b"], ["W3SVC1"], ["ua"], ["GET"], ["200.0"], ["See"], ["0"], ["ok"]],
-            },
-            "o": [[0, 7]],
-            "r": 1,
-            "c": False,
-        }
-    )
-    old = WindowRecord.from_bytes(earlier)
-    singles = [(v,) for v in ("W3SVC1", "ua", "GET", "200.0", "See", "0", "ok")]
-    assert old.result(128) == (2, T0, T0 + 5, (80, 443), 2, ("-",), ("a", "b"), *singles)
-    assert (old.offsets, old.revision, old.closed) == ({0: 7}, 1, False)
-    assert not old.first_time(7) and old.first_time(8)
 
 
 def test_step_recomputes_keys_for_a_batch_changed_after_keys_to_load() -> None:
