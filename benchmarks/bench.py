@@ -34,6 +34,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchmarks import load
 from benchmarks.load import Crossing, Expected, Sender, encoded, fill
 from streams.core.alerts import SET_COLUMNS, build_alert
 from streams.core.batch import BatchDetector
@@ -46,6 +47,8 @@ from streams.io.sample import Workload, generate
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
+
+KAFKA_CONFIG_FILE = ""  # --kafka-config-file, passed on to our worker processes
 
 
 def log(text: str) -> None:
@@ -67,7 +70,7 @@ class Ctx:
     admin: AdminClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.admin = AdminClient({"bootstrap.servers": self.brokers})
+        self.admin = AdminClient({**load.CLIENT, "bootstrap.servers": self.brokers})
 
     def topic(self, name: str) -> str:
         full = f"{self.prefix}-{name}"
@@ -99,7 +102,7 @@ class Ctx:
 
 
 def check_services(brokers: str, redis_url: str) -> None:
-    admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": 5000})
+    admin = AdminClient({**load.CLIENT, "bootstrap.servers": brokers, "socket.timeout.ms": 5000})
     try:
         admin.list_topics(timeout=8)
     except Exception as exc:
@@ -132,6 +135,7 @@ class AlertReader:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
+                **load.CLIENT,
                 "bootstrap.servers": brokers,
                 "group.id": f"{topic}-reader",
                 "auto.offset.reset": "earliest",
@@ -172,6 +176,7 @@ class Worker:
         full_env = {
             **os.environ,
             "PORTSCAN_BROKERS": ctx.brokers,
+            "PORTSCAN_KAFKA_CONFIG_FILE": KAFKA_CONFIG_FILE,
             "PORTSCAN_APP_ID": f"{ctx.prefix}-{name}",
             "PORTSCAN_INPUT_KEYED": "true",
             "PORTSCAN_PARTITIONS": str(ctx.partitions),
@@ -288,6 +293,7 @@ def step_limit(ctx: Ctx, topic: str, n: int) -> Step:
     """The ceiling: a confluent-kafka consumer that only `orjson.loads` every value."""
     consumer = Consumer(
         {
+            **load.CLIENT,
             "bootstrap.servers": ctx.brokers,
             "group.id": f"{ctx.prefix}-limit",
             "auto.offset.reset": "earliest",
@@ -734,6 +740,7 @@ def replay_topic(ctx: Ctx, topic: str, params: RuleParams) -> Replayed:
     windows that every partition has passed as it goes."""
     consumer = Consumer(
         {
+            **load.CLIENT,
             "bootstrap.servers": ctx.brokers,
             "group.id": f"{ctx.prefix}-replay",
             "enable.auto.commit": False,
@@ -844,6 +851,7 @@ class PeerReader:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
+                **load.CLIENT,
                 "bootstrap.servers": brokers,
                 "group.id": f"{topic}-reader",
                 "auto.offset.reset": "earliest",
@@ -1041,7 +1049,12 @@ def copy_unkeyed(ctx: Ctx, topic: str) -> str:
 
     def records(p: int) -> Iterator[tuple[int, int, bytes]]:
         consumer = Consumer(
-            {"bootstrap.servers": ctx.brokers, "group.id": f"{ctx.prefix}-copy", "enable.auto.commit": False}
+            {
+                **load.CLIENT,
+                "bootstrap.servers": ctx.brokers,
+                "group.id": f"{ctx.prefix}-copy",
+                "enable.auto.commit": False,
+            }
         )
         end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
@@ -1275,11 +1288,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--brokers", default=os.environ.get("PORTSCAN_BROKERS", "127.0.0.1:9092"))
     parser.add_argument(
+        "--kafka-config-file",
+        default=os.environ.get("PORTSCAN_KAFKA_CONFIG_FILE", ""),
+        help="Kafka client properties (librdkafka names: TLS, SASL) for every client of the bench and our "
+        "worker; the peers (Kafka Streams, Quix) take plaintext brokers only and are skipped with it",
+    )
+    parser.add_argument(
         "--redis-url", default=os.environ.get("PORTSCAN_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--output", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    global KAFKA_CONFIG_FILE
+    if args.kafka_config_file:
+        from streams.kafka.client_config import KafkaClientConfig
+
+        load.CLIENT.update(KafkaClientConfig.load(args.kafka_config_file).librdkafka())
+        KAFKA_CONFIG_FILE = os.path.abspath(args.kafka_config_file)
+        skip |= {"kstreams", "quix"}
     check_services(args.brokers, args.redis_url)
     prefix = f"bench-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
     ctx = Ctx(

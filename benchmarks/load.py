@@ -22,10 +22,14 @@ from streams.core.rule import RuleParams
 from streams.core.windows import WindowKey, bin_start, routing_key
 from streams.kafka.producer import producer_config
 
+# The Kafka client properties of every client of the bench (--kafka-config-file: TLS, SASL), in
+# librdkafka names, as the job's own clients take them (streams.kafka.client_config).
+CLIENT: dict[str, str] = {}
+
 
 def producer(brokers: str, linger_ms: int = 20) -> Producer:
     """The worker's producer configuration: idempotent, lz4, murmur2 (the partitioner faust uses)."""
-    return Producer(producer_config(brokers, linger_ms))
+    return Producer(producer_config(brokers, linger_ms, CLIENT))
 
 
 @dataclass
