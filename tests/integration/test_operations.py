@@ -147,3 +147,47 @@ def test_worker_publishes_ocsf_findings(job: Job, tmp_path: Path) -> None:
     assert {f["class_uid"] for f in findings} == {2004}
     assert {f["type_uid"] for f in findings} == {200401, 200402}  # Create (early), Update (final)
     assert schema_errors(findings, "ocsf-detection-finding.schema.json") == []
+
+
+def test_static_membership_restart_moves_no_partition(job: Job, tmp_path: Path) -> None:
+    """Two workers with --group-instance-id: one restarts within the session timeout, and the other sees
+    no rebalance (without static membership, the leave and the rejoin would each revoke its partitions)."""
+    ports = [free_port(), free_port()]
+    env = job.env(session_timeout="30s", web_host="127.0.0.1")
+
+    def worker_args(i: int) -> tuple[str, ...]:
+        return (
+            "--group-instance-id",
+            f"w{i}",
+            "--web-port",
+            str(ports[i]),
+            "--data-dir",
+            str(tmp_path / f"w{i}"),
+        )
+
+    def rebalances(i: int) -> float:
+        return metric_samples(get(ports[i], "/metrics")[1], "iis_portscan_rebalances_total").get("", -1.0)
+
+    job.cli("topics", "create", env=env)
+    with job.worker(*worker_args(1), env=env) as other:
+        with job.worker(*worker_args(0), env=env) as first:
+            poll(
+                lambda: get(ports[0], "/readyz")[0] == 200 and get(ports[1], "/readyz")[0] == 200,
+                60,
+                "both ready",
+                job,
+            )
+
+            def settled_count() -> float:  # the count once the group has stopped changing
+                before = rebalances(1)
+                time.sleep(3)
+                return before if rebalances(1) == before else -1.0
+
+            poll(lambda: settled_count() >= 1, 60, "the group settled", job)
+            before = rebalances(1)
+            assert first.stop() == 0
+        with job.worker(*worker_args(0), env=env):
+            poll(lambda: get(ports[0], "/readyz")[0] == 200, 60, "the restarted worker ready", job)
+            time.sleep(5)  # a rebalance, if any, would reach the other worker by now
+            assert rebalances(1) == before, "the restart moved partitions"
+        other.check_alive()
