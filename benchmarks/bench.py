@@ -125,13 +125,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class AlertReader:
-    """Consumes an alert topic in a thread, noting when each AlertId was first seen (perf_counter)."""
+class AlertFollower:
+    """Consumes an alert topic in a thread from the beginning; `on_alert(alert, perf_counter time)` for
+    each record (subclasses say what they note)."""
 
     def __init__(self, brokers: str, topic: str) -> None:
-        self.first_seen: dict[str, float] = {}
-        self.early_seen: dict[str, float] = {}
-        self.records = 0
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
@@ -147,22 +145,36 @@ class AlertReader:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def on_alert(self, alert: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
             for msg in self._consumer.consume(1000, 0.05):
-                if msg.error():
+                if msg.error() is not None:
                     continue
-                now = time.perf_counter()
-                alert = orjson.loads(msg.value())
-                self.records += 1
-                self.first_seen.setdefault(alert["AlertId"], now)
-                if alert.get("Phase") == "early":
-                    self.early_seen.setdefault(alert["AlertId"], now)
+                self.on_alert(orjson.loads(msg.value()), time.perf_counter())
         self._consumer.close()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+class AlertReader(AlertFollower):
+    """Our alert topic: when each AlertId was first seen, and its early alert."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.first_seen: dict[str, float] = {}
+        self.early_seen: dict[str, float] = {}
+        self.records = 0
+        super().__init__(brokers, topic)
+
+    def on_alert(self, alert: dict[str, Any], now: float) -> None:
+        self.records += 1
+        self.first_seen.setdefault(alert["AlertId"], now)
+        if alert.get("Phase") == "early":
+            self.early_seen.setdefault(alert["AlertId"], now)
 
 
 class Worker:
@@ -841,46 +853,22 @@ class PeerProcess:
         return RuntimeError(f"{self.name}: {why}\n" + "\n".join(tail))
 
 
-class PeerReader:
-    """Consumes a peer's alert topic in a thread: each window's alert and when it was first seen."""
+class PeerReader(AlertFollower):
+    """A peer's alert topic: each window's alert and when it was first seen."""
 
     def __init__(self, brokers: str, topic: str) -> None:
         self.alerts: dict[WindowId, dict[str, Any]] = {}
         self.seen_at: dict[WindowId, float] = {}
         self.repeated = 0
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                **load.CLIENT,
-                "bootstrap.servers": brokers,
-                "group.id": f"{topic}-reader",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
-        self._consumer.subscribe([topic])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(brokers, topic)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.05):
-                if msg.error() is not None:
-                    continue
-                now = time.perf_counter()
-                alert = orjson.loads(msg.value())
-                key = window_id(alert)
-                if key in self.alerts:
-                    self.repeated += 1
-                else:
-                    self.seen_at[key] = now
-                self.alerts[key] = alert
-        self._consumer.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def on_alert(self, alert: dict[str, Any], now: float) -> None:
+        key = window_id(alert)
+        if key in self.alerts:
+            self.repeated += 1
+        else:
+            self.seen_at[key] = now
+        self.alerts[key] = alert
 
 
 @dataclass

@@ -26,10 +26,18 @@ from streams.core.engine import (
     StepResult,
     StreamParams,
     WindowRecord,
+    position,
 )
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
-from streams.kafka.messages import DeadLetter, MessageDecoder, dead_letter_of, source_position, wall_ms
+from streams.kafka.messages import (
+    SEQ_SHIFT,
+    DeadLetter,
+    MessageDecoder,
+    dead_letter_of,
+    source_position,
+    wall_ms,
+)
 from streams.kafka.metrics import Metrics
 from streams.kafka.publisher import Publisher
 from streams.state.base import WindowStore
@@ -155,8 +163,12 @@ class Detector:
         append, from_message = batch.append, origin.append
         trusted = self.trust_headers
         single, records = self.decoder.single, self.decoder.records
+        own_source = position(partition, 0)
         for msg in msgs:
-            pos = source_position(msg, partition, trusted)
+            if trusted and msg.headers:  # forwarded by the router: the original input position
+                pos = source_position(msg, partition, trusted)
+            else:  # the hot path, inline: own partition and offset
+                pos = own_source | (msg.offset << SEQ_SHIFT)
             event = single(msg.value)
             if event is not None:  # the hot path: one valid record
                 append((pos, event))

@@ -132,22 +132,24 @@ class Metrics(Collector):  # type: ignore[misc]
         for (topic, partition), n in sorted(snap.consumer_lag.items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
-        event_lag = GaugeMetricFamily(
-            PREFIX + "event_time_lag_seconds",
+        yield _per_partition(
+            "event_time_lag_seconds",
             "wall clock minus the newest event time seen, per detector partition",
-            labels=["partition"],
+            snap.event_time_lag_seconds,
         )
-        for partition, seconds in sorted(snap.event_time_lag_seconds.items()):
-            event_lag.add_metric([str(partition)], seconds)
-        yield event_lag
-        watermark = GaugeMetricFamily(
-            PREFIX + "watermark_seconds",
+        yield _per_partition(
+            "watermark_seconds",
             "the partition's event-time watermark (epoch seconds)",
-            labels=["partition"],
+            snap.watermark_seconds,
         )
-        for partition, seconds in sorted(snap.watermark_seconds.items()):
-            watermark.add_metric([str(partition)], seconds)
-        yield watermark
+
+
+def _per_partition(name: str, help_: str, values: dict[int, float]) -> GaugeMetricFamily:
+    """A gauge labelled by detector partition."""
+    family = GaugeMetricFamily(PREFIX + name, help_, labels=["partition"])
+    for partition, value in sorted(values.items()):
+        family.add_metric([str(partition)], value)
+    return family
 
 
 def summary(metrics: Metrics, extra: dict[str, Any]) -> str:
