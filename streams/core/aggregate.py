@@ -1,4 +1,4 @@
-"""The per-window aggregate: the rule's sets, ConnectionsCount and times; mergeable and capped.
+"""The per-window aggregate: the rule's sets, ConnectionsCount and times; capped, order-independent.
 
 Capping. The legacy `makeset` keeps at most 128 values and leaves undefined which ones. We keep, for
 every set, the `cap` *smallest* values in natural order (ports numerically, strings by code point).
@@ -157,7 +157,7 @@ def _slot_from_state(entry: Any) -> Slot:
 
 
 class WindowAgg:
-    """Mutable partial aggregate of one window; `merge` makes partials combine in any order."""
+    """Mutable aggregate of one window; the same requests give the same result in any order."""
 
     __slots__ = ("_ports", "_sets", "count", "first_ms", "last_ms")
 
@@ -208,30 +208,6 @@ class WindowAgg:
     def add_event(self, event: IISEvent, enricher: Enricher, cap: int) -> None:
         """Enrich and fold one IISEvent."""
         self.add(event.time_ms, event.sPort, enricher.values(event), cap)
-
-    def merge(self, other: WindowAgg, cap: int) -> None:
-        """Combine another partial aggregate of the same window into this one."""
-        self.count += other.count
-        self.first_ms = min(self.first_ms, other.first_ms)
-        self.last_ms = max(self.last_ms, other.last_ms)
-        ports = _slot_set(self._ports)
-        ports |= _slot_set(other._ports)
-        self._ports = _slot_of(ports)
-        theirs = other._sets
-        if theirs is None:
-            return
-        mine = self._sets
-        merged: list[Slot] = []
-        single = True
-        for i in range(N_SETS):
-            s = set() if mine is None else _slot_set(mine[i])
-            s |= _slot_set(theirs[i])
-            if cap and len(s) > cap:
-                _trim(s, cap)
-            slot = _slot_of(s)
-            single = single and len(s) == 1
-            merged.append(slot)
-        self._sets = tuple(merged) if single else merged
 
     # ------------------------------------------------------------------ reading
 

@@ -17,8 +17,9 @@ them when drained.
 
 from __future__ import annotations
 
-from streams.core.engine import Meta, StepResult, WindowRecord
+from streams.core.engine import StepResult
 from streams.core.rule import RuleParams
+from streams.core.state_records import Meta, WindowRecord
 from streams.core.windows import META_KEY
 
 
@@ -73,7 +74,7 @@ class PendingWrites:
         With the rule, each record is at most `rule.max_record_bytes` (see WindowRecord.to_bytes)."""
         writes: dict[bytes, bytes] = {}
         if self._meta is not None:
-            writes[META_KEY] = self._meta.to_bytes()  # first: see core.engine
+            writes[META_KEY] = self._meta.to_bytes()  # first: see core.engine's docstring
         for key, rec in self._records.items():
             writes[key] = rec.to_bytes(rule)
         return writes, self._expire_before

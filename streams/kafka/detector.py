@@ -18,18 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from streams.core.checkpoint import PendingWrites
-from streams.core.engine import (
-    META_KEY,
-    NO_TIME,
-    Meta,
-    PartitionEngine,
-    StepResult,
-    StreamParams,
-    WindowRecord,
-    position,
-)
+from streams.core.engine import PartitionEngine, StepResult, StreamParams
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
+from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
+from streams.core.windows import META_KEY
 from streams.kafka.messages import (
     SEQ_SHIFT,
     DeadLetter,
@@ -181,9 +174,9 @@ class Detector:
                 from_message(msg)
         self.metrics.counts["messages"] += len(msgs)
         self.metrics.counts["events"] += len(batch)
-        keys = engine.keys_to_load(batch)
-        loaded = await self._load(partition, keys) if keys else {}
-        out = engine.step(batch, loaded, now)
+        plan = engine.plan(batch)
+        loaded = await self._load(partition, plan.load) if plan.load else {}
+        out = engine.step(plan, loaded, now)
         for i, error in out.rejected:
             dead.append(dead_letter_of(error, origin[i], in_envelope.get(i), now, trusted))
         self._emit(partition, out, dead)

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.core.deadletter import dead_letter, dead_letter_key
-from streams.core.engine import position
 from streams.core.parse import single_event
 from streams.core.records import IISEvent, ParseError
 from streams.core.shippers import MessageReader
+from streams.core.state_records import position
 from streams.core.windows import routing_key
 
 __all__ = [
@@ -51,7 +51,7 @@ def forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
 
 
 def source_position(msg: Any, partition: int, trusted: bool) -> int:
-    """The engine position (core.engine.position) of a message's first record: its own partition and
+    """The engine position (core.state_records.position) of a message's first record: its own partition and
     offset, or, when `trusted` and the router forwarded it, the original input's (so a record
     forwarded twice after a crash is applied once)."""
     if trusted and msg.headers:

@@ -2,7 +2,7 @@
 
 Layout per app and partition (prefix `iis-portscan:{app_id}:{partition}:`):
 - `b:<window start>` a hash of the records of the windows starting then (field: window key, value: the
-  record, see core.engine.WindowRecord), with a TTL. One HSET per window start per checkpoint, not one
+  record, see core.state_records.WindowRecord), with a TTL. One HSET per window start per checkpoint, not one
   SET per window: redis-py spends tens of microseconds of Python on every command it builds, which made
   per-window commands the Redis store's bottleneck;
 - `meta` the partition's watermark record;

@@ -30,12 +30,13 @@ from streams.cli import main
 from streams.core.aggregate import WindowAgg
 from streams.core.alerts import build_alert
 from streams.core.batch import detect
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams, encode_writes
+from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.ocsf import OCSF_VERSION, is_hostname, is_ip, to_ocsf
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.windows import WindowKey
+from streams.core.state_records import Meta, encode_writes
+from streams.core.windows import META_KEY, WindowKey
 from streams.io.sample import Workload, generate
 
 pytestmark = pytest.mark.contract
@@ -213,7 +214,8 @@ def stream_alerts() -> list[dict[str, Any]]:
     for events in batches:
         batch = list(enumerate(events, offset))
         offset += len(events)
-        out = engine.step(batch, {k: store.get(k) for k in engine.keys_to_load(batch)}, NOW)
+        plan = engine.plan(batch)
+        out = engine.step(plan, {k: store.get(k) for k in plan.load}, NOW)
         published.extend(out.alerts)
         store.update(encode_writes(out.writes))
     assert [a["Phase"] for a in published] == ["early", "final", "late", "late"]

@@ -20,10 +20,11 @@ import pytest
 from rocksdict import Options, Rdict
 
 from streams.core.batch import detect
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams, encode_writes
+from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.windows import WindowKey, encode_key
+from streams.core.state_records import Meta, encode_writes
+from streams.core.windows import META_KEY, WindowKey, encode_key
 from streams.state.base import WindowStore
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
@@ -209,8 +210,8 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
         pos = committed = 0
         while pos < len(stream):
             batch = stream[pos : pos + rnd.randint(1, 40)]
-            loaded = await store.get_many(0, engine.keys_to_load(batch))
-            out = engine.step(batch, loaded, T0)
+            plan = engine.plan(batch)
+            out = engine.step(plan, await store.get_many(0, plan.load), T0)
             for a in out.alerts:
                 if a["AlertId"] not in latest or a["Revision"] >= latest[a["AlertId"]]["Revision"]:
                     latest[a["AlertId"]] = a

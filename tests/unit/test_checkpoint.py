@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from streams.core.batch import detect
 from streams.core.checkpoint import PendingWrites
-from streams.core.engine import META_KEY, Meta, StepResult, StreamParams, WindowRecord
+from streams.core.engine import StepResult, StreamParams
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
+from streams.core.state_records import Meta, WindowRecord
+from streams.core.windows import META_KEY
 from tests.unit.test_engine import (
     BIN,
     CRASH_PARAMS,
@@ -43,10 +45,11 @@ class CheckpointSim(Sim):
     def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW, write: bool = True) -> None:
         """A step whose writes wait in `pending` for the next checkpoint (`write` is Sim's: unused)."""
         loaded: dict[bytes, bytes | WindowRecord | None] = {}
-        for key in self.engine.keys_to_load(batch):
+        plan = self.engine.plan(batch)
+        for key in plan.load:
             held = self.pending.get(key)
             loaded[key] = held if held is not None else self.store.get(key)
-        self._emit(self.engine.step(batch, loaded, now))
+        self._emit(self.engine.step(plan, loaded, now))
 
     def tick(self, now: int) -> None:
         self._emit(self.engine.tick(now))

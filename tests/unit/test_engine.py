@@ -14,10 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.batch import detect
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams, encode_writes
+from streams.core.engine import PartitionEngine, StalePlan, StreamParams
 from streams.core.records import IISEvent, Reason
 from streams.core.rule import RuleParams
-from streams.core.windows import key_start_ms
+from streams.core.state_records import Meta, encode_writes
+from streams.core.windows import META_KEY, key_start_ms
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 BIN = 600_000
@@ -59,8 +60,8 @@ class Sim:
         return engine
 
     def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW, write: bool = True) -> None:
-        loaded = {k: self.store.get(k) for k in self.engine.keys_to_load(batch)}
-        out = self.engine.step(batch, loaded, now)
+        plan = self.engine.plan(batch)
+        out = self.engine.step(plan, {k: self.store.get(k) for k in plan.load}, now)
         self.published.extend(out.alerts)
         self.rejected.extend((batch[i][0], e.reason) for i, e in out.rejected)
         if write:
@@ -135,7 +136,7 @@ def test_closing_writes_only_the_watermark_and_a_restore_derives_closed_from_it(
     sim.feed(offsets([ev(T0 + i, i) for i in range(30)]))  # one open window, written open
     (window_key,) = (k for k in sim.store if k != META_KEY)
     stored_open = sim.store[window_key]
-    out = sim.engine.step([(30, ev(T0 + 2 * BIN + 120_000, 1, cip="y"))], {}, NOW)
+    out = sim.engine.step(sim.engine.plan([(30, ev(T0 + 2 * BIN + 120_000, 1, cip="y"))]), {}, NOW)
     assert window_key not in out.writes  # closed by the watermark, not rewritten
     assert next(iter(out.writes)) == META_KEY
     assert [a["Phase"] for a in out.alerts] == ["final"]
@@ -266,7 +267,7 @@ def check_against_replay(
 
 def test_positions_from_several_source_partitions_dedup_independently() -> None:
     """Repartitioned input: one window gets events from several input partitions, each in order."""
-    from streams.core.engine import position
+    from streams.core.state_records import position
 
     sim = Sim()
     events = [(position(i % 3, 100 + i // 3), ev(T0 + i, i % 40)) for i in range(120)]
@@ -283,7 +284,7 @@ def test_positions_from_several_source_partitions_dedup_independently() -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**64 - 1) | st.integers(0, 50)), max_size=60))
 def test_applied_positions_equal_a_dict_per_source(events: list[tuple[int, int]]) -> None:
-    from streams.core.engine import WindowRecord, position
+    from streams.core.state_records import WindowRecord, position
 
     rec = WindowRecord()
     reference: dict[int, int] = {}
@@ -299,9 +300,9 @@ def test_applied_positions_equal_a_dict_per_source(events: list[tuple[int, int]]
 def test_window_record_bytes_round_trip_and_earlier_format() -> None:
     import orjson
 
-    from streams.core.engine import WindowRecord, position
+    from streams.core.state_records import WindowRecord, position
 
-    rec = WindowRecord(revision=2, closed=True)
+    rec = WindowRecord(alerts_sent=2, closed=True)
     values = ("-", "q", "W3SVC1", "ua", "GET", "200.0", "See", "0", "ok")
     for i in range(12):
         assert rec.first_time(position(i % 2, 100 + i))
@@ -311,24 +312,22 @@ def test_window_record_bytes_round_trip_and_earlier_format() -> None:
     assert stored["v"] == 2 and stored["p"] == list(range(1000, 1012))
     again = WindowRecord.from_bytes(data)
     assert again.result(128) == rec.result(128)
-    assert (again.offsets, again.revision, again.closed) == ({0: 110, 1: 111}, 2, True)
+    assert (again.offsets, again.alerts_sent, again.closed) == ({0: 110, 1: 111}, 2, True)
     assert again.to_bytes() == data
 
 
-def test_step_recomputes_keys_for_a_batch_changed_after_keys_to_load() -> None:
-    """`step` reuses the keys `keys_to_load` computed only for the very same (position, event) items."""
-    batch = offsets([ev(T0 + i, i, cip=f"c{i % 3}") for i in range(40)])
-    other = offsets([ev(T0 + i, i, cip=f"d{i % 2}") for i in range(40)])
-    a = PartitionEngine(PARAMS, None, NOW)
-    a.keys_to_load(batch)
-    batch_copy = list(batch)
-    batch_copy[5:40] = other[5:40]
-    out_a = a.step(batch_copy, {}, NOW)
-    b = PartitionEngine(PARAMS, None, NOW)
-    b.keys_to_load(batch_copy)
-    out_b = b.step(batch_copy, {}, NOW)
-    assert encode_writes(out_a.writes) == encode_writes(out_b.writes) and out_a.alerts == out_b.alerts
-    assert sorted(out_a.writes) == sorted(PartitionEngine(PARAMS, None, NOW).step(batch_copy, {}, NOW).writes)
+def test_a_plan_made_before_the_watermark_moved_is_refused() -> None:
+    """A window the plan took for open may have closed since (a tick between plan and step): stepping
+    the plan would treat it as new and lose its state, so `step` refuses it."""
+    engine = PartitionEngine(PARAMS, None, NOW)
+    engine.step(engine.plan(offsets([ev(T0 + i, i) for i in range(5)])), {}, NOW)
+    plan = engine.plan([(10, ev(T0 + 10, 10))])
+    assert plan.load == []  # the window is open: nothing to load
+    engine.tick(NOW + PARAMS.idle_timeout_ms)  # idle: the watermark passes the window, which closes
+    with pytest.raises(StalePlan):
+        engine.step(plan, {}, NOW + PARAMS.idle_timeout_ms)
+    again = engine.plan([(10, ev(T0 + 10, 10))])
+    assert again.load == [plan.keys[0]]  # now closed: the store may hold it
 
 
 @given(
@@ -352,8 +351,9 @@ def test_engine_store_keys_are_encode_key(rows: list[tuple[int, str, str, str]])
     expected = [encode_key(WindowKey(e.time_ms - e.time_ms % BIN, e.cIP, e.Computer, e.sIP)) for e in events]
     # windows the watermark has passed may be in the store (closed): their keys are asked for
     passed = PartitionEngine(params, Meta(watermark=max(e.time_ms for e in events) + BIN), NOW)
-    assert passed.keys_to_load(offsets(events)) == list(dict.fromkeys(expected))
+    assert passed.plan(offsets(events)).load == list(dict.fromkeys(expected))
     # windows after the watermark are in memory or new: never looked up
-    assert engine.keys_to_load(offsets(events)) == []
-    out = engine.step(offsets(events), {}, NOW)
+    plan = engine.plan(offsets(events))
+    assert plan.load == [] and plan.keys == expected
+    out = engine.step(plan, {}, NOW)
     assert set(out.writes) - {META_KEY} == set(expected)

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from streams.core.aggregate import WindowAgg
 from streams.core.batch import detect
-from streams.core.engine import NO_TIME, WindowRecord
 from streams.core.enrich import TRUNCATION_MARK, Enricher, truncate
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
+from streams.core.state_records import NO_TIME, WindowRecord
 
 from .test_engine import BIN, PARAMS, Sim, ev, offsets, view
 

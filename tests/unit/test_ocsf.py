@@ -13,11 +13,12 @@ import pytest
 from streams.core.aggregate import WindowAgg
 from streams.core.alerts import RULE_COLUMNS, build_alert
 from streams.core.batch import detect
-from streams.core.engine import META_KEY, Meta, PartitionEngine, StreamParams, encode_writes
+from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.ocsf import OCSF_VERSION, is_hostname, is_ip, revision_of, to_ocsf
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
-from streams.core.windows import WindowKey
+from streams.core.state_records import Meta, encode_writes
+from streams.core.windows import META_KEY, WindowKey
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 BIN = 600_000
@@ -45,7 +46,8 @@ def stream(batches: list[list[IISEvent]], params: StreamParams = STREAM) -> list
     for events in batches:
         batch = list(enumerate(events, offset))
         offset += len(events)
-        out = engine.step(batch, {k: store.get(k) for k in engine.keys_to_load(batch)}, NOW)
+        plan = engine.plan(batch)
+        out = engine.step(plan, {k: store.get(k) for k in plan.load}, NOW)
         published.extend(out.alerts)
         store.update(encode_writes(out.writes))
     return published

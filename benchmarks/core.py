@@ -1,0 +1,133 @@
+"""The pure core alone, per event: where a worker's CPU goes before any Kafka or store cost.
+
+    python -m benchmarks.core [--events N] [--batch B] [--against REV]
+
+Times, over the same generated records in one run: `orjson.loads` of each payload (the baseline: the
+least any JSON consumer pays per message), our hot-path decoding (`parse.single_event`), the engine
+(`plan` + `step` per batch of B events, one partition), and the checkpoint's serialization of what the
+steps changed (`encode_writes`, once per 10 batches as a 1 s checkpoint would). `--against REV` times the
+engine module of a git revision too, on the same events, and checks that both give the same alerts and
+writes. No I/O: numbers are per-event CPU costs, best of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from streams.core import engine as current_engine
+from streams.core.parse import single_event
+from streams.core.records import IISEvent
+from streams.core.state_records import encode_writes
+from streams.io.sample import Workload, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def best_of(runs: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """The fastest of `runs` calls (seconds) and the last result."""
+    best, result = float("inf"), None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def engine_at(rev: str) -> ModuleType:
+    """`streams/core/engine.py` as it was at a git revision, imported as its own module."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:streams/core/engine.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="engine-")) / "engine_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("engine_at_rev", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_engine(module: ModuleType, events: list[IISEvent], batch: int, now_ms: int) -> tuple[list, list]:
+    """Every batch through a fresh engine of `module`: (alerts, writes per batch)."""
+    params = module.StreamParams()
+    engine = module.PartitionEngine(params, None, now_ms)
+    alerts: list[dict[str, Any]] = []
+    writes: list[dict[bytes, Any]] = []
+    planned = hasattr(engine, "plan")
+    for i in range(0, len(events), batch):
+        items = [(i + j, ev) for j, ev in enumerate(events[i : i + batch])]
+        if planned:
+            plan = engine.plan(items)
+            out = engine.step(plan, {}, now_ms)
+        else:  # the API before plan/step: keys_to_load(batch), step(batch, loaded, now)
+            engine.keys_to_load(items)
+            out = engine.step(items, {}, now_ms)
+        alerts.extend(out.alerts)
+        writes.append(out.writes)
+    return alerts, writes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.core", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=500, help="events per step (a fetch's share)")
+    parser.add_argument("--against", metavar="REV", help="also time the engine of this git revision")
+    args = parser.parse_args(argv)
+
+    payloads = [orjson.dumps(r) for r in generate(Workload(events=args.events, seed=7))]
+    n = len(payloads)
+    base_s, _ = best_of(3, lambda: [orjson.loads(p) for p in payloads])
+    parse_s, parsed = best_of(3, lambda: [single_event(p) for p in payloads])
+    events = [e for e in parsed if e is not None]
+    if len(events) != n:
+        raise SystemExit(f"{n - len(events)} generated records did not take the fast path")
+    now_ms = max(e.time_ms for e in events)
+    engine_s, (alerts, writes) = best_of(3, lambda: run_engine(current_engine, events, args.batch, now_ms))
+
+    def encode() -> int:
+        size, held = 0, {}
+        for i, batch_writes in enumerate(writes, 1):
+            held.update(batch_writes)
+            if i % 10 == 0 or i == len(writes):
+                size += sum(map(len, encode_writes(held).values()))
+                held = {}
+        return size
+
+    encode_s, encoded = best_of(3, encode)
+    rows = [
+        ("orjson.loads (baseline)", base_s),
+        ("parse.single_event", parse_s),
+        ("engine plan + step", engine_s),
+        ("checkpoint encode_writes", encode_s),
+    ]
+    if args.against:
+        old = engine_at(args.against)
+        old_s, (old_alerts, old_writes) = best_of(3, lambda: run_engine(old, events, args.batch, now_ms))
+        same = old_alerts == alerts and [list(w) for w in old_writes] == [list(w) for w in writes]
+        rows.append((f"engine at {args.against} ({'same' if same else 'DIFFERENT'} output)", old_s))
+        if not same:
+            print("the engines disagree", file=sys.stderr)
+    print(f"{n:,} events, {args.batch} per step, {len(alerts)} alerts, {encoded / 1e6:.1f} MB written")
+    print(f"{'stage':<48} {'µs/event':>9} {'x baseline':>11}")
+    for name, seconds in rows:
+        print(f"{name:<48} {seconds / n * 1e6:>9.2f} {seconds / base_s:>11.2f}")
+    return 0 if not args.against or same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
