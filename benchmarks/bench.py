@@ -448,6 +448,55 @@ def step_ours(
     return Step(label, expected.events - counted_from, end - first, ok, note, cpu), rss
 
 
+def log_time(line: str) -> float:
+    """The epoch seconds of a worker log line `[YYYY-mm-dd HH:MM:SS,mmm] ...` (the default log format)."""
+    stamp = line[1 : line.index("]")]
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:23]) / 1000
+
+
+def step_recovery(ctx: Ctx, app: str, topic: str) -> Step:
+    """State recovery: a worker of an app whose run is over starts on an empty data dir (a new host) and
+    rebuilds every partition's RocksDB from the changelog; changelog records read per second, from
+    faust's "Restoring state" to "Done reading" in its log."""
+    changelog = f"{app}-windows-changelog"
+    consumer = Consumer({**load.CLIENT, "bootstrap.servers": ctx.brokers, "group.id": f"{ctx.prefix}-wm"})
+    try:
+        parts = consumer.list_topics(changelog, timeout=10).topics[changelog].partitions
+        bounds = [consumer.get_watermark_offsets(TopicPartition(changelog, p)) for p in parts]
+        records = sum(hi - lo for lo, hi in bounds)
+    finally:
+        consumer.close()
+    worker = Worker(
+        ctx,
+        "recovery",
+        {
+            "PORTSCAN_APP_ID": app,
+            "PORTSCAN_INPUT_TOPIC": topic,
+            "PORTSCAN_ALERT_TOPIC": f"{app}-recovery-alerts",
+            "PORTSCAN_DLQ_TOPIC": f"{app}-recovery-dlq",
+            "PORTSCAN_STORE": "rocksdb://",
+            "PORTSCAN_STANDBY_REPLICAS": "0",
+        },
+    )
+    marks: dict[str, float] = {}
+
+    def done() -> bool:
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            for mark in ("Restoring state from changelog topics", "Done reading from changelog topics"):
+                if mark in line and line.startswith("["):
+                    marks.setdefault(mark, log_time(line))
+        return len(marks) == 2
+
+    try:
+        wait_until(done, 600, "the end of recovery", worker, poll=0.2)
+    finally:
+        worker.stop()
+    begun, ended = marks["Restoring state from changelog topics"], marks["Done reading from changelog topics"]
+    note = f"{records:,} changelog records of {len(parts)} partitions into an empty data dir"
+    seconds = max(ended - begun, 1e-3)
+    return Step("ours: recovery from the changelog (records/s)", records, seconds, records > 0, note)
+
+
 @dataclass
 class Latency:
     p50_ms: float
@@ -1265,7 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated steps to skip: naive,redis,scale,unkeyed,kstreams,quix,latency,memory",
+        help="comma-separated steps to skip: naive,redis,recovery,scale,unkeyed,kstreams,quix,latency,memory",
     )
     add_peer_args(parser)
     parser.add_argument(
@@ -1340,6 +1389,11 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(rocks)
         results["ours_rocksdb_eps"] = round(rocks.eps)
         results["peak_rss_mb"] = round(rss)
+        if "recovery" not in skip:
+            log("ours: recovery of the RocksDB run's state from its changelog")
+            recovery = step_recovery(ctx, f"{ctx.prefix}-rocksdb", main_topic)
+            steps.append(recovery)
+            results["recovery_records_per_s"] = round(recovery.eps)
         if "redis" not in skip:
             log("ours: Redis store")
             red, _ = step_ours(ctx, "redis", main_topic, expected, {"PORTSCAN_STORE": args.redis_url})

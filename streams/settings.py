@@ -24,6 +24,7 @@ from streams.core.rule import (
     RuleParams,
 )
 from streams.core.shippers import MessageReader, w3c_fields_problem
+from streams.errors import JobError
 from streams.kafka.client_config import KafkaClientConfig
 
 ENV_PREFIX = "PORTSCAN_"
@@ -34,7 +35,7 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
-class ConfigError(ValueError):
+class ConfigError(JobError, ValueError):
     """A setting that cannot be used; the message names the flag and the variable."""
 
 

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `iis-portscan ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (JobError, ConfigError) as exc:  # one line naming the cause, never a traceback
+    except JobError as exc:  # one line naming the cause, never a traceback
         sys.stderr.write(f"iis-portscan: {exc}\n")
         return 2
 

@@ -25,6 +25,7 @@ representation; the property test in tests/unit/test_aggregate.py checks it agai
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from heapq import nsmallest
 from typing import Any
 
@@ -233,6 +234,21 @@ class WindowAgg:
         """`arraylength(set_sPort)`: distinct ports, capped like the legacy makeset."""
         n = self.distinct_ports()
         return min(n, cap) if cap else n
+
+    def reaches(self, threshold: int, cap: int) -> bool:
+        """`port_count(cap) >= threshold`, without the calls for the many one-port windows."""
+        ports = self._ports
+        if ports is None:
+            return False
+        if type(ports) is int:
+            return threshold <= 1
+        return self.port_count(cap) >= threshold
+
+    def share_sets(self, share: Callable[[tuple[str, ...]], tuple[str, ...]]) -> None:
+        """Hold a one-request window's values as `share` gives them (the enricher's shared tuples):
+        restored windows then take no more memory than ones built from events."""
+        if type(self._sets) is tuple:
+            self._sets = share(self._sets)
 
     def capped_ports(self, cap: int) -> list[int]:
         """`set_sPort` as the rule reports it: sorted, at most cap values."""

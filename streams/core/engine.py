@@ -116,8 +116,7 @@ class PartitionEngine:
             rec = WindowRecord.from_bytes(data)
             start = key_start_ms(key)
             if not rec.closed and start + bin_ms > watermark:  # see `_advance`
-                if type(rec._sets) is tuple:
-                    rec._sets = share(rec._sets)
+                rec.share_sets(share)
                 self._admit(key, start, rec)
 
     def _admit(self, key: bytes, start_ms: int, rec: WindowRecord) -> None:
@@ -251,14 +250,7 @@ class PartitionEngine:
         open_ = self.open
         early: list[dict[str, Any]] = []
         for key, rec in touched.items():
-            # rec.port_count(cap) >= threshold, without the calls for the many one-port windows
-            ports = rec._ports
-            if ports is None:
-                reached = False
-            elif type(ports) is int:
-                reached = threshold <= 1
-            else:
-                reached = rec.port_count(cap) >= threshold
+            reached = rec.reaches(threshold, cap)
             if rec.closed:
                 if reached:
                     rec.alerts_sent += 1

@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from streams.kafka.admin import repartition_topic
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
-from streams.kafka.faust_compat import recovery_state
+from streams.kafka.faust_compat import changelog_applier, recovery_state
 from streams.kafka.messages import MessageDecoder, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
 from streams.kafka.producer import AsyncProducer
@@ -102,6 +102,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             options=settings.rocksdb_options(),  # bounded memory per partition database
         )
         store = RocksTableStore(table, producer)
+        # Recovery and standby replicas apply the changelog a fetch at a time (see faust_compat).
+        app.batch_handlers[table.changelog_topic.get_topic_name()] = changelog_applier(app, table)
     elif settings.store.startswith("memory"):
         store = MemoryStore()
     else:

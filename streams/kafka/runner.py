@@ -16,7 +16,7 @@ from streams import logs
 from streams.errors import AuthError, JobError, ServiceUnreachable
 from streams.kafka.admin import ensure_topics, reach_kafka
 from streams.kafka.app import create_app
-from streams.settings import ConfigError, Settings
+from streams.settings import Settings
 
 log = logging.getLogger("iis-portscan")
 
@@ -29,7 +29,7 @@ def run_worker(settings: Settings) -> int:
             asyncio.run(reach_redis(settings))
         os.makedirs(settings.data_dir, exist_ok=True)
         source_partitions = ensure_topics(settings)
-    except (JobError, ConfigError) as exc:
+    except JobError as exc:
         sys.stderr.write(f"iis-portscan: {exc}\n")
         return 2
     job = create_app(settings, source_partitions)

@@ -22,12 +22,10 @@ import hashlib
 import itertools
 import os
 import random
-import re
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,125 +39,44 @@ from streams.core.timefmt import parse_iso_ms
 from streams.io.sample import Workload, generate
 from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
 
-from .test_worker import (
+from .workerkit import (
+    BIN_MS,
+    CLOSED,
+    COMPARED,
     COMPUTER,
     SETTLE_S,
     SIP,
     STARTUP_AND_WORK_S,
+    Job,
+    Record,
+    await_answer,
+    check_alive_and_clean,
+    describe_dead,
     event,
     expected_view,
     keyed,
+    latest,
+    no_dead_letters,
+    now_ms,
+    phases,
+    produce,
     recent_workload,
+    schema_errors,
     send,
     values_of,
-)
-from .workerkit import (
-    BIN_MS,
-    COMPARED,
-    Job,
-    Record,
-    TopicReader,
-    WorkerProcess,
-    latest,
-    now_ms,
-    produce,
-    schema_errors,
     view,
-    view_diff,
+    wait_for_log,
+    watchdog,
 )
 
 MAX_RECORD_BYTES = 900_000  # --max-record-bytes default: alerts, changelog records and dead letters
 MAX_VALUE_BYTES = 1024  # --max-value-bytes default: every string kept in a set
 DLQ_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the payload
-CLOSED = ("final", "late")
 TOMBSTONE = "<tombstone>"  # identity of a message without a value (see payload_id)
 
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def describe_dead(letters: list[dict[str, Any]]) -> str:
-    """How many dead letters, by reason, and the first one's detail: for failure messages."""
-    if not letters:
-        return "no dead letters"
-    reasons = Counter(d.get("Reason") for d in letters)
-    return f"{len(letters)} dead letters {dict(reasons)}; first: {str(letters[0].get('Detail'))[:160]}"
-
-
-def no_dead_letters(dlq: TopicReader) -> None:
-    """Fail at once (with the reasons) when a dead letter arrived where none may."""
-    if dlq.records:
-        raise AssertionError(f"unexpected dead letters: {describe_dead(values_of(dlq.records))}")
-
-
-def phases(alerts: Iterable[dict[str, Any]]) -> dict[str, int]:
-    return dict(Counter(a["Phase"] for a in alerts))
-
-
-def await_answer(
-    alerts: TopicReader,
-    expected: dict[str, dict[str, Any]],
-    alive: Callable[[], None],
-    what: str,
-    closed: bool = True,
-    dlq: TopicReader | None = None,
-    timeout: float = STARTUP_AND_WORK_S,
-) -> None:
-    """Read alerts until the latest revision per AlertId equals `expected` on the compared columns (and,
-    with `closed`, every latest alert is final or late). With `dlq`, any dead letter fails at once."""
-
-    def answered(got: list[Record]) -> bool:
-        if dlq is not None:
-            dlq.poll(0.05)
-            no_dead_letters(dlq)
-        current = latest(values_of(got))
-        if view(current.values()) != expected:
-            return False
-        return not closed or all(a["Phase"] in CLOSED for a in current.values())
-
-    try:
-        alerts.poll_until(answered, timeout, alive, what)
-    except AssertionError as exc:
-        current = latest(values_of(alerts.records))
-        raise AssertionError(
-            f"{exc}\n{view_diff(view(current.values()), expected)}\nlatest phases: {phases(current.values())}"
-        ) from None
-
-
-def wait_for_log(job: Job, worker: WorkerProcess, pattern: str, count: int, timeout: float) -> None:
-    """Poll the job log until `pattern` has matched `count` distinct texts (e.g. one line per partition)."""
-    timeout = job.budget(timeout)
-    deadline = time.monotonic() + timeout
-    regex = re.compile(pattern)
-    while True:
-        check_alive_and_clean(job, worker)
-        text = job.log.read_text(errors="replace") if job.log.exists() else ""
-        if len(set(regex.findall(text))) >= count:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"the worker log did not show {count} x {pattern!r} within {timeout:.0f}s")
-        time.sleep(0.2)
-
-
-def check_alive_and_clean(job: Job, worker: WorkerProcess) -> None:
-    """The worker we started is still running (it never exited or restarted) and logged no traceback.
-
-    Also the `alive` check of every wait here: a worker whose consumer crashed may stay up doing nothing,
-    so the wait fails at once with the traceback rather than at its deadline."""
-    assert job.workers == [worker], "another worker process was started"
-    worker.check_alive()
-    text = job.log.read_text(errors="replace")
-    if "Traceback" in text:
-        trace = text[text.index("Traceback") :]
-        # the exception line: the first unindented line after the header
-        error = next((ln for ln in trace.splitlines()[1:] if ln and not ln[0].isspace()), "?")
-        raise AssertionError(f"the worker logged a traceback: {error[:300]}\n{trace[:3000]}")
-
-
-def watchdog(job: Job, worker: WorkerProcess) -> Callable[[], None]:
-    """`alive` for poll_until: see check_alive_and_clean."""
-    return lambda: check_alive_and_clean(job, worker)
 
 
 def payload_id(letter: dict[str, Any]) -> str:

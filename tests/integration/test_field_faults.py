@@ -38,15 +38,19 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
 from .private_services import PrivateKafka, closed_port, private_kafka, private_redis
-from .test_worker import expected_view, keyed, recent_workload, values_of
 from .workerkit import (
     BIN_MS,
+    STEP_S,
     Job,
     TopicReader,
     WorkerProcess,
+    expected_view,
     iso,
+    keyed,
     latest,
     produce,
+    recent_workload,
+    values_of,
     view,
     view_diff,
 )
@@ -57,7 +61,6 @@ SIGTERM_EXIT_S = 10.0  # a worker must exit this soon after SIGTERM, even while 
 FAIL_FAST_S = 20.0  # a worker that cannot reach a service at start exits within this
 STARTUP_S = 90.0  # worker start-up (topics, group, recovery) up to its first alerts, on a loaded host
 RECOVERY_S = 120.0  # after a fault: the worker reconnects, rejoins and catches up
-STEP_S = 60.0
 PARTITIONS = 4
 CHURN_EVENTS, CHURN_PER_S = 24_000, 1_200  # two-worker churn: events, pace of the feed
 FAULT_EVENTS, FAULT_HEAD = 24_000, 4_000  # broker faults: events in all, produced before the worker starts

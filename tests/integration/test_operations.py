@@ -9,10 +9,7 @@ re-emits nothing; the worker publishes OCSF Detection Findings with `--alert-for
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,37 +18,23 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from .conftest import KafkaTopics
-from .test_worker import expected_view, recent_workload, send, values_of
-from .workerkit import Job, Record, latest, schema_errors, view
+from .workerkit import (
+    Job,
+    Record,
+    expected_view,
+    free_port,
+    http_get,
+    latest,
+    metric_samples,
+    recent_workload,
+    schema_errors,
+    send,
+    values_of,
+    view,
+)
 
 pytestmark = pytest.mark.integration
 DRAIN_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def metric_samples(text: str, name: str) -> dict[str, float]:
-    """{labels: value} of one metric in Prometheus text (labels as written, '' for none)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, _, value = line.rpartition(" ")
-            out[key[len(name) :]] = float(value)
-    return out
 
 
 def poll(predicate: Callable[[], bool], timeout: float, what: str, job: Job) -> float:
@@ -91,9 +74,9 @@ def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics
         drain_timeout=f"{DRAIN_S}s",
     )
     with job.worker(env=env) as proc:
-        healthy_after = poll(lambda: get(port, "/healthz")[0] == 200, 60, "/healthz 200", job)
-        poll(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz 200", job)
-        status, body = get(port, "/metrics")
+        healthy_after = poll(lambda: http_get(port, "/healthz")[0] == 200, 60, "/healthz 200", job)
+        poll(lambda: http_get(port, "/readyz")[0] == 200, 60, "/readyz 200", job)
+        status, body = http_get(port, "/metrics")
         assert status == 200 and "# HELP iis_portscan_consumer_lag" in body and "# TYPE" in body
         send(job, records)
         reader = job.reader(job.alert_topic)
@@ -101,12 +84,12 @@ def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics
         reader.poll_until(lambda got: view(latest(values_of(got)).values()) == want, 90, proc.check_alive)
 
         def caught_up() -> bool:
-            lags = metric_samples(get(port, "/metrics")[1], "iis_portscan_consumer_lag")
+            lags = metric_samples(http_get(port, "/metrics")[1], "iis_portscan_consumer_lag")
             # every partition of the input and of the repartition topic reported, all at 0
             return len(lags) == 8 and all(v == 0 for v in lags.values())
 
         poll(caught_up, 60, "consumer lag 0 on every input partition", job)
-        text = get(port, "/metrics")[1]
+        text = http_get(port, "/metrics")[1]
         assert metric_samples(text, "iis_portscan_events_total")[""] == len(records)
         assert metric_samples(text, "iis_portscan_ready")[""] == 1
         assert metric_samples(text, "iis_portscan_fetch_stalled_seconds")[""] == 0
@@ -122,7 +105,7 @@ def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics
         assert all(c == end for c, end in pairs), f"{topic}: committed/end {pairs}"
     # A restarted worker re-emits nothing: everything it reads again was committed.
     with job.worker(env=env):
-        poll(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz 200 after restart", job)
+        poll(lambda: http_get(port, "/readyz")[0] == 200, 60, "/readyz 200 after restart", job)
         time.sleep(3)
         reader.poll(2)
         assert len(reader.records) == alerts_before, "the restarted worker re-emitted alerts"
@@ -166,13 +149,14 @@ def test_static_membership_restart_moves_no_partition(job: Job, tmp_path: Path) 
         )
 
     def rebalances(i: int) -> float:
-        return metric_samples(get(ports[i], "/metrics")[1], "iis_portscan_rebalances_total").get("", -1.0)
+        text = http_get(ports[i], "/metrics")[1]
+        return metric_samples(text, "iis_portscan_rebalances_total").get("", -1.0)
 
     job.cli("topics", "create", env=env)
     with job.worker(*worker_args(1), env=env) as other:
         with job.worker(*worker_args(0), env=env) as first:
             poll(
-                lambda: get(ports[0], "/readyz")[0] == 200 and get(ports[1], "/readyz")[0] == 200,
+                lambda: http_get(ports[0], "/readyz")[0] == 200 and http_get(ports[1], "/readyz")[0] == 200,
                 60,
                 "both ready",
                 job,
@@ -187,7 +171,7 @@ def test_static_membership_restart_moves_no_partition(job: Job, tmp_path: Path) 
             before = rebalances(1)
             assert first.stop() == 0
         with job.worker(*worker_args(0), env=env):
-            poll(lambda: get(ports[0], "/readyz")[0] == 200, 60, "the restarted worker ready", job)
+            poll(lambda: http_get(ports[0], "/readyz")[0] == 200, 60, "the restarted worker ready", job)
             time.sleep(5)  # a rebalance, if any, would reach the other worker by now
             assert rebalances(1) == before, "the restart moved partitions"
         other.check_alive()

@@ -38,8 +38,19 @@ from .secure_kit import (
     ps_listing,
     run_to_exit,
 )
-from .test_worker import expected_view, keyed, recent_workload, values_of
-from .workerkit import Job, jsonl, latest, own_topics, produce, view, view_diff
+from .workerkit import (
+    Job,
+    expected_view,
+    jsonl,
+    keyed,
+    latest,
+    own_topics,
+    produce,
+    recent_workload,
+    values_of,
+    view,
+    view_diff,
+)
 
 STARTUP_AND_WORK_S = 90.0  # worker start-up (topics, TLS and SASL handshakes, rebalance) plus processing
 FAIL_WITHIN_S = 60.0  # a command that cannot connect ends within this (the bound)

@@ -20,8 +20,15 @@ from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
-from .test_worker import values_of
-from .workerkit import Job, Record, latest, produce, view, view_diff
+from .workerkit import (
+    Job,
+    Record,
+    latest,
+    produce,
+    values_of,
+    view,
+    view_diff,
+)
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data" / "shippers"

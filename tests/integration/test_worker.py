@@ -23,15 +23,17 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from streams.core.batch import detect
-from streams.core.parse import event_from_record
-from streams.core.records import IISEvent
-from streams.io.sample import Workload, generate
-
 from .workerkit import (
     BIN_MS,
+    COMPUTER,
+    SETTLE_S,
+    SIP,
+    STARTUP_AND_WORK_S,
+    STEP_S,
     Job,
     Record,
+    event,
+    expected_view,
     iso,
     jsonl,
     latest,
@@ -39,66 +41,14 @@ from .workerkit import (
     own_topics,
     payload_text,
     produce,
+    recent_workload,
     revisions_by_id,
     schema_errors,
+    send,
+    values_of,
     view,
     view_diff,
 )
-
-STARTUP_AND_WORK_S = 90.0  # worker start-up (topics, rebalance, recovery) plus processing, on a loaded host
-STEP_S = 60.0  # one step of a scripted scenario (includes start-up for the first step)
-SETTLE_S = 2.0  # extra reading after a condition holds, to catch records that should not be there
-COMPUTER, SIP = "WEB01.contoso.local", "10.0.0.11"
-
-
-
-def recent_workload(events: int, seed: int, **shape: Any) -> list[dict[str, Any]]:
-    """Generated traffic dated 4 h to 1 h ago: within the default 24 h retention even after an idle
-    watermark jump (now - grace), and never ahead of the wall clock."""
-    start = now_ms() // BIN_MS * BIN_MS - 4 * 3_600_000
-    shape.setdefault("benign_clients", 2_000)
-    shape.setdefault("scan_share", 0.1)
-    return list(generate(Workload(events=events, seed=seed, start_ms=start, span_ms=3 * 3_600_000, **shape)))
-
-
-def expected_view(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What `replay` answers over the valid records."""
-    events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
-    return view(detect(events))
-
-
-def values_of(records: list[Record]) -> list[dict[str, Any]]:
-    """The JSON values of records read from a topic (alerts or dead letters)."""
-    return [r.json() for r in records]
-
-
-def event(t_ms: int, cip: str, port: int, computer: str = COMPUTER, sip: str = SIP) -> dict[str, Any]:
-    return {
-        "TimeGenerated": iso(t_ms),
-        "Computer": computer,
-        "cIP": cip,
-        "sIP": sip,
-        "sPort": port,
-        "csMethod": "GET",
-        "csUriQuery": "-",
-        "csUserName": "-",
-        "sSiteName": "W3SVC1",
-        "csUserAgent": "masscan/1.3",
-        "scStatus": "404",
-        "scSubStatus": "0",
-        "scWin32Status": "2",
-        "Type": "W3CIISLog",
-    }
-
-
-def keyed(records: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes]]:
-    """Messages keyed like `iis-portscan produce` keys them: cIP|Computer|sIP."""
-    return [(f"{r['cIP']}|{r['Computer']}|{r['sIP']}".encode(), orjson.dumps(r)) for r in records]
-
-
-def send(job: Job, records: list[dict[str, Any]]) -> None:
-    """Produce W3CIISLog records to the job's input, keyed, and wait for the broker's acknowledgement."""
-    produce(job.brokers, job.input_topic, keyed(records))
 
 
 def check_dead_letters(job: Job, got: list[Record], want: Mapping[str, tuple[str, int | None]]) -> None:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,11 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from streams.core.alerts import RULE_COLUMNS
+from streams.core.batch import detect
+from streams.core.parse import event_from_record
+from streams.core.records import IISEvent
+from streams.io.sample import Workload, generate
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "streams" / "schemas"
 # What a stream alert shares with `replay` (core.batch.detect): the rule's projection and the exact extras.
@@ -36,6 +45,11 @@ CLI_TIMEOUT_S = 60.0
 TEST_BUDGET_S = 110.0  # every wait of one test fits in this; stopping the worker comes on top
 STOP_GRACE_S = 30.0
 LOG_TAIL_CHARS = 12_000
+STARTUP_AND_WORK_S = 90.0  # worker start-up (topics, rebalance, recovery) plus processing, on a loaded host
+STEP_S = 60.0  # one step of a scripted scenario (includes start-up for the first step)
+SETTLE_S = 2.0  # extra reading after a condition holds, to catch records that should not be there
+COMPUTER, SIP = "WEB01.contoso.local", "10.0.0.11"
+CLOSED = ("final", "late")
 
 
 def now_ms() -> int:
@@ -76,11 +90,15 @@ class Job:
     readers: list[TopicReader] = field(default_factory=list)
     deadline: float = field(default_factory=lambda: time.monotonic() + TEST_BUDGET_S)
 
+    def extend_budget(self, seconds: float) -> None:
+        """A longer test (a large workload, several crashes): its waits may take `seconds` in all."""
+        self.deadline = time.monotonic() + seconds
+
     def budget(self, seconds: float) -> float:
         """`seconds`, cut to what is left of the test's budget; fails once the budget is spent."""
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"the test's budget of {TEST_BUDGET_S:.0f}s is spent")
+            raise AssertionError("the test's time budget is spent")
         return min(seconds, left)
 
     @property
@@ -150,11 +168,21 @@ class Job:
         assert done.returncode == 0, f"iis-portscan {' '.join(args)} exited {done.returncode}:\n{output}"
         return output
 
+    def start_worker(self, *args: str, env: dict[str, str], web: bool = False) -> WorkerProcess:
+        """`iis-portscan worker ARGS` as a subprocess; `close` stops it at the end of the test. With
+        `web`, it serves /metrics on a free port (`WorkerProcess.metric`)."""
+        port = free_port() if web else None
+        if port is not None:
+            env = {**env, "PORTSCAN_WEB_PORT": str(port)}
+        argv = [sys.executable, "-m", "streams", "worker", *args]
+        proc = WorkerProcess(argv, env, self.log, self.workdir, port)
+        self.workers.append(proc)
+        return proc
+
     @contextmanager
     def worker(self, *args: str, env: dict[str, str]) -> Iterator[WorkerProcess]:
         """`iis-portscan worker ARGS` as a subprocess, stopped (SIGTERM, then SIGKILL) when the block ends."""
-        proc = WorkerProcess([sys.executable, "-m", "streams", "worker", *args], env, self.log, self.workdir)
-        self.workers.append(proc)
+        proc = self.start_worker(*args, env=env)
         try:
             yield proc
         finally:
@@ -177,6 +205,40 @@ class Job:
     def groups(self) -> list[str]:
         return [r.group for r in self.readers]
 
+    def progress(self, topic: str) -> tuple[int, int]:
+        """(offsets the job's consumer group committed on `topic`, the topic's end offsets), summed over its
+        partitions: how far the workers got, as a crash would leave it."""
+        probe = Consumer(
+            {
+                "bootstrap.servers": self.brokers,
+                "group.id": self.name,  # the worker's group (its app id); asked, never joined
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            meta = probe.list_topics(topic, timeout=10).topics[topic]
+            parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            committed = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+            end = sum(probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+        finally:
+            probe.close()
+        return committed, end
+
+    def wait_progress(
+        self, topic: str, at_least: int, alive: Callable[[], None], timeout: float = STARTUP_AND_WORK_S
+    ) -> int:
+        """Poll until the job's group has committed at least `at_least` offsets of `topic`; the count."""
+        timeout = self.budget(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            alive()
+            committed, _ = self.progress(topic)
+            if committed >= at_least:
+                return committed
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{topic}: {committed} of {at_least} committed by {timeout:.0f}s")
+            time.sleep(0.1)
+
     def close(self) -> None:
         """Stop every worker and close every reader (idempotent)."""
         for proc in self.workers:
@@ -191,6 +253,33 @@ class Job:
         return text if len(text) <= LOG_TAIL_CHARS else "...\n" + text[-LOG_TAIL_CHARS:]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on 127.0.0.1; (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one metric in Prometheus text (labels as written, '' for none)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
+
+
 def own_topics(admin: AdminClient, prefix: str) -> list[str]:
     """Topics whose name starts with `prefix` (the job's own, faust's internal ones included)."""
     return sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
@@ -199,8 +288,11 @@ def own_topics(admin: AdminClient, prefix: str) -> list[str]:
 class WorkerProcess:
     """A running `iis-portscan worker`, its stdout and stderr appended to the job log."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str], log: Path, cwd: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str], log: Path, cwd: Path, web_port: int | None = None
+    ) -> None:
         self.log = log
+        self.web_port = web_port
         with log.open("ab") as fh:
             fh.write(f"\n===== {time.strftime('%X')} start {' '.join(argv[1:])}\n".encode())
             self.proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
@@ -209,6 +301,32 @@ class WorkerProcess:
         code = self.proc.poll()
         if code is not None:
             raise AssertionError(f"the worker exited with code {code} while the test waited (see its log)")
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the worker's /metrics page (0 while it does not answer)."""
+        assert self.web_port is not None, "started without web=True"
+        status, text = http_get(self.web_port, "/metrics")
+        return sum(metric_samples(text, name).values()) if status == 200 else 0.0
+
+    def wait_metric(self, name: str, at_least: float, timeout: float) -> float:
+        """Poll /metrics until `name` reaches `at_least` (the worker alive); its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            value = self.metric(name)
+            if value >= at_least:
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{name} = {value}, not {at_least}, within {timeout:.0f}s")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (no checkpoint, no commit, no leaving the group)."""
+        if self.proc.poll() is None:
+            with self.log.open("ab") as fh:
+                fh.write(f"\n===== {time.strftime('%X')} SIGKILL\n".encode())
+            self.proc.kill()
+        self.proc.wait(30)
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to STOP_GRACE_S, then SIGKILL; the exit code (None if it would not die)."""
@@ -278,7 +396,9 @@ class TopicReader:
                 continue
             error = msg.error()
             if error is not None:
-                assert error.code() == KafkaError._PARTITION_EOF, f"reading {self.topic}: {error}"
+                # A reader may subscribe before the worker has created its topic: that resolves itself.
+                expected = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
+                assert error.code() in expected, f"reading {self.topic}: {error}"
                 continue
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
@@ -416,3 +536,138 @@ def produce(
     remaining = producer.flush(timeout)
     assert remaining == 0 and not errors, f"{remaining} undelivered, errors: {errors[:3]}"
     return sent
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+def recent_workload(events: int, seed: int, **shape: Any) -> list[dict[str, Any]]:
+    """Generated traffic dated 4 h to 1 h ago: within the default 24 h retention even after an idle
+    watermark jump (now - grace), and never ahead of the wall clock."""
+    start = now_ms() // BIN_MS * BIN_MS - 4 * 3_600_000
+    shape.setdefault("benign_clients", 2_000)
+    shape.setdefault("scan_share", 0.1)
+    return list(generate(Workload(events=events, seed=seed, start_ms=start, span_ms=3 * 3_600_000, **shape)))
+
+
+def expected_view(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What `replay` answers over the valid records."""
+    events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
+    return view(detect(events))
+
+
+def values_of(records: list[Record]) -> list[dict[str, Any]]:
+    """The JSON values of records read from a topic (alerts or dead letters)."""
+    return [r.json() for r in records]
+
+
+def event(t_ms: int, cip: str, port: int, computer: str = COMPUTER, sip: str = SIP) -> dict[str, Any]:
+    return {
+        "TimeGenerated": iso(t_ms),
+        "Computer": computer,
+        "cIP": cip,
+        "sIP": sip,
+        "sPort": port,
+        "csMethod": "GET",
+        "csUriQuery": "-",
+        "csUserName": "-",
+        "sSiteName": "W3SVC1",
+        "csUserAgent": "masscan/1.3",
+        "scStatus": "404",
+        "scSubStatus": "0",
+        "scWin32Status": "2",
+        "Type": "W3CIISLog",
+    }
+
+
+def keyed(records: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes]]:
+    """Messages keyed like `iis-portscan produce` keys them: cIP|Computer|sIP."""
+    return [(f"{r['cIP']}|{r['Computer']}|{r['sIP']}".encode(), orjson.dumps(r)) for r in records]
+
+
+def send(job: Job, records: list[dict[str, Any]]) -> None:
+    """Produce W3CIISLog records to the job's input, keyed, and wait for the broker's acknowledgement."""
+    produce(job.brokers, job.input_topic, keyed(records))
+
+
+def describe_dead(letters: list[dict[str, Any]]) -> str:
+    """How many dead letters, by reason, and the first one's detail: for failure messages."""
+    if not letters:
+        return "no dead letters"
+    reasons = Counter(d.get("Reason") for d in letters)
+    return f"{len(letters)} dead letters {dict(reasons)}; first: {str(letters[0].get('Detail'))[:160]}"
+
+
+def no_dead_letters(dlq: TopicReader) -> None:
+    """Fail at once (with the reasons) when a dead letter arrived where none may."""
+    if dlq.records:
+        raise AssertionError(f"unexpected dead letters: {describe_dead(values_of(dlq.records))}")
+
+
+def phases(alerts: Iterable[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(a["Phase"] for a in alerts))
+
+
+def await_answer(
+    alerts: TopicReader,
+    expected: dict[str, dict[str, Any]],
+    alive: Callable[[], None],
+    what: str,
+    closed: bool = True,
+    dlq: TopicReader | None = None,
+    timeout: float = STARTUP_AND_WORK_S,
+) -> None:
+    """Read alerts until the latest revision per AlertId equals `expected` on the compared columns (and,
+    with `closed`, every latest alert is final or late). With `dlq`, any dead letter fails at once."""
+
+    def answered(got: list[Record]) -> bool:
+        if dlq is not None:
+            dlq.poll(0.05)
+            no_dead_letters(dlq)
+        current = latest(values_of(got))
+        if view(current.values()) != expected:
+            return False
+        return not closed or all(a["Phase"] in CLOSED for a in current.values())
+
+    try:
+        alerts.poll_until(answered, timeout, alive, what)
+    except AssertionError as exc:
+        current = latest(values_of(alerts.records))
+        raise AssertionError(
+            f"{exc}\n{view_diff(view(current.values()), expected)}\nlatest phases: {phases(current.values())}"
+        ) from None
+
+
+def wait_for_log(job: Job, worker: WorkerProcess, pattern: str, count: int, timeout: float) -> None:
+    """Poll the job log until `pattern` has matched `count` distinct texts (e.g. one line per partition)."""
+    timeout = job.budget(timeout)
+    deadline = time.monotonic() + timeout
+    regex = re.compile(pattern)
+    while True:
+        check_alive_and_clean(job, worker)
+        text = job.log.read_text(errors="replace") if job.log.exists() else ""
+        if len(set(regex.findall(text))) >= count:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the worker log did not show {count} x {pattern!r} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def check_alive_and_clean(job: Job, worker: WorkerProcess) -> None:
+    """The worker we started is still running (it never exited or restarted) and logged no traceback.
+
+    Also the `alive` check of every wait here: a worker whose consumer crashed may stay up doing nothing,
+    so the wait fails at once with the traceback rather than at its deadline."""
+    assert job.workers == [worker], "another worker process was started"
+    worker.check_alive()
+    text = job.log.read_text(errors="replace")
+    if "Traceback" in text:
+        trace = text[text.index("Traceback") :]
+        # the exception line: the first unindented line after the header
+        error = next((ln for ln in trace.splitlines()[1:] if ln and not ln[0].isspace()), "?")
+        raise AssertionError(f"the worker logged a traceback: {error[:300]}\n{trace[:3000]}")
+
+
+def watchdog(job: Job, worker: WorkerProcess) -> Callable[[], None]:
+    """`alive` for poll_until: see check_alive_and_clean."""
+    return lambda: check_alive_and_clean(job, worker)

@@ -63,6 +63,28 @@ def test_table_and_recovery_internals() -> None:
     assert "in_recovery" in inspect.getsource(Recovery)
 
 
+def test_what_the_changelog_applier_drives_in_recovery() -> None:
+    """changelog_applier moves the recovery service's offsets and signals the end of recovery as
+    `Recovery._slurp_changelogs` does: the names it uses, and that faust's loop does the same."""
+    from faust.stores import rocksdb
+    from faust.tables.manager import TableManager
+
+    source = inspect.getsource(Recovery)
+    for name in ("active_tps", "standby_tps", "active_offsets", "standby_offsets", "signal_recovery_end"):
+        assert f"self.{name}" in source, name
+    for name in ("need_recovery", "standby_remaining_total"):
+        assert callable(getattr(Recovery, name, None)), name
+    slurp = inspect.getsource(Recovery._slurp_changelogs.fun)  # a mode ServiceTask
+    assert "offsets[tp] = offset" in slurp and "self.signal_recovery_end.set()" in slurp
+    assert "self.tables.on_standbys_ready()" in slurp
+    assert callable(getattr(TableManager, "on_standbys_ready", None))
+    assert "standbys_ready" in inspect.getsource(TableManager)
+    # what faust's RocksDB store writes per changelog batch: the records, then the offset under offset_key
+    applied = inspect.getsource(rocksdb.Store.apply_changelog_batch)
+    assert "delete(msg.key)" in applied and "put(msg.key, msg.value)" in applied
+    assert "self.offset_key, str(offset).encode()" in inspect.getsource(rocksdb.Store.set_persisted_offset)
+
+
 def test_no_other_module_touches_faust_internals() -> None:
     """grep: faust's private names appear in faust_compat only."""
     private = (
