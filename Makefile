@@ -39,9 +39,13 @@ services-status:
 	deploy/services.sh status
 
 # Every tier (unit, contract, integration) in one pytest run; services started here are stopped here.
+# TEST_WORKERS parallel pytest processes (pytest-xdist) share the broker and Redis: the integration tests
+# mostly wait (start-up, rebalances, idle timeouts), so 4 of them fit 2 cores. TEST_WORKERS=0: one process.
+# --maxschedchunk 1: a free process takes the next test, so the slow ones (ordered first) spread out.
+TEST_WORKERS ?= 4
 test: setup
 	deploy/services.sh jars
-	deploy/services.sh with -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	deploy/services.sh with -- $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 # Unit and contract tiers without services (the Redis backend of the store contract is integration).
 test-unit: setup

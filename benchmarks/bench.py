@@ -441,7 +441,8 @@ def step_ours(
         note += f", {(expected.events - counted_from) / cpu:,.0f} events per CPU-second"
     label = f"ours: worker, {name}"
     if workers > 1:
-        label = f"ours: {workers} workers, {name}, no standby"
+        standbys = env.get("PORTSCAN_STANDBY_REPLICAS", "1")
+        label = f"ours: {workers} workers, {name}, {'no' if standbys == '0' else standbys} standby"
         note += f"; measured after the group settled, from event {counted_from:,}"
         if counted_from > expected.events // 2:
             note += " (most events went before the group settled: raise --events for a steady rate)"
@@ -454,10 +455,11 @@ def log_time(line: str) -> float:
     return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:23]) / 1000
 
 
-def step_recovery(ctx: Ctx, app: str, topic: str) -> Step:
+def step_recovery(ctx: Ctx, app: str, topic: str, per_record: bool = False) -> Step:
     """State recovery: a worker of an app whose run is over starts on an empty data dir (a new host) and
     rebuilds every partition's RocksDB from the changelog; changelog records read per second, from
-    faust's "Restoring state" to "Done reading" in its log."""
+    faust's "Restoring state" to "Done reading" in its log. `per_record`: through faust's own per-record
+    path (PORTSCAN_BENCH_PER_RECORD_CHANGELOG), the baseline of our batched one."""
     changelog = f"{app}-windows-changelog"
     consumer = Consumer({**load.CLIENT, "bootstrap.servers": ctx.brokers, "group.id": f"{ctx.prefix}-wm"})
     try:
@@ -468,8 +470,9 @@ def step_recovery(ctx: Ctx, app: str, topic: str) -> Step:
         consumer.close()
     worker = Worker(
         ctx,
-        "recovery",
+        "recovery-per-record" if per_record else "recovery",
         {
+            "PORTSCAN_BENCH_PER_RECORD_CHANGELOG": "1" if per_record else "0",
             "PORTSCAN_APP_ID": app,
             "PORTSCAN_INPUT_TOPIC": topic,
             "PORTSCAN_ALERT_TOPIC": f"{app}-recovery-alerts",
@@ -494,7 +497,8 @@ def step_recovery(ctx: Ctx, app: str, topic: str) -> Step:
     begun, ended = marks["Restoring state from changelog topics"], marks["Done reading from changelog topics"]
     note = f"{records:,} changelog records of {len(parts)} partitions into an empty data dir"
     seconds = max(ended - begun, 1e-3)
-    return Step("ours: recovery from the changelog (records/s)", records, seconds, records > 0, note)
+    how = "faust's per-record path" if per_record else "a fetch at a time"
+    return Step(f"ours: recovery from the changelog, {how} (records/s)", records, seconds, records > 0, note)
 
 
 @dataclass
@@ -1321,7 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scale-workers",
         type=int,
         default=2,
-        help="worker processes of the scale-out step (one consumer group, RocksDB)",
+        help="also measure this many worker processes in the scale-out step (1, 2 and 4 always are)",
     )
     parser.add_argument("--brokers", default=os.environ.get("PORTSCAN_BROKERS", "127.0.0.1:9092"))
     parser.add_argument(
@@ -1390,31 +1394,46 @@ def main(argv: list[str] | None = None) -> int:
         results["ours_rocksdb_eps"] = round(rocks.eps)
         results["peak_rss_mb"] = round(rss)
         if "recovery" not in skip:
-            log("ours: recovery of the RocksDB run's state from its changelog")
+            log("ours: recovery of the RocksDB run's state from its changelog (faust's path, then ours)")
+            baseline = step_recovery(ctx, f"{ctx.prefix}-rocksdb", main_topic, per_record=True)
             recovery = step_recovery(ctx, f"{ctx.prefix}-rocksdb", main_topic)
-            steps.append(recovery)
+            steps += [baseline, recovery]
             results["recovery_records_per_s"] = round(recovery.eps)
+            results["recovery_per_record_records_per_s"] = round(baseline.eps)
         if "redis" not in skip:
             log("ours: Redis store")
             red, _ = step_ours(ctx, "redis", main_topic, expected, {"PORTSCAN_STORE": args.redis_url})
             steps.append(red)
             results["ours_redis_eps"] = round(red.eps)
-        if "scale" not in skip and args.scale_workers > 1:
-            n = args.scale_workers
-            log(f"ours: {n} workers in one group, RocksDB store")
-            # No standby replicas here: faust applies a standby's changelog one record at a time, which
-            # costs each worker about as much as its own processing (see the README's benchmark notes).
-            scaled, _ = step_ours(
+        if "scale" not in skip:
+            # Scale-out: 1 (the run above), 2 and 4 worker processes in one group, without standbys;
+            # then 2 with one standby replica each, whose cost is what the standby takes from them.
+            results["scaling_eps"] = {"1": round(rocks.eps)}
+            for n in sorted({2, 4, args.scale_workers} - {1}):
+                log(f"ours: {n} workers in one group, RocksDB store")
+                scaled, _ = step_ours(
+                    ctx,
+                    f"rocksdb-{n}w",
+                    main_topic,
+                    expected,
+                    {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_STANDBY_REPLICAS": "0"},
+                    workers=n,
+                )
+                steps.append(scaled)
+                results["scaling_eps"][str(n)] = round(scaled.eps)
+            log("ours: 2 workers in one group, one standby replica each")
+            standby, _ = step_ours(
                 ctx,
-                "rocksdb-scaled",
+                "rocksdb-2w-standby",
                 main_topic,
                 expected,
-                {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_STANDBY_REPLICAS": "0"},
-                workers=n,
+                {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_STANDBY_REPLICAS": "1"},
+                workers=2,
             )
-            steps.append(scaled)
-            results["ours_rocksdb_scaled_eps"] = round(scaled.eps)
-            results["scaled_workers"] = n
+            steps.append(standby)
+            without = results["scaling_eps"]["2"]
+            results["standby_eps"] = round(standby.eps)
+            results["standby_cost"] = round(1 - standby.eps / without, 3) if without else None
         # Our worker on unkeyed input, and the peers (Kafka Streams, Quix Streams) on the same topics.
         steps.extend(run_peers(ctx, args, skip, main_topic, expected, rocks, rss, results))
         results["ratio_vs_limit"] = round(rocks.eps / limit.eps, 3) if limit.eps else None

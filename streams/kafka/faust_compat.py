@@ -291,6 +291,16 @@ def changelog_applier(app: Any, table: Any) -> BatchHandler:
 
     recovery = app.tables.recovery
     offset_key = table_offset_key(table)
+    # The end signal: faust's loop clears it on its next record, ours sets it once per recovery, so a new
+    # recovery must clear it as it starts: a stale signal would end the next recovery before it read
+    # anything (a rebalance test found it).
+    started = recovery._set_recovery_started
+
+    def set_recovery_started() -> None:
+        recovery.signal_recovery_end.clear()
+        started()
+
+    recovery._set_recovery_started = set_recovery_started
     app.state_topics.add(table.changelog_topic.get_topic_name())
     unlogged = WriteOptions()
     unlogged.disable_wal = True  # as the store's own writes: the changelog is the log (state.rocksdb)

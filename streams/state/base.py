@@ -22,7 +22,8 @@ class WindowStore(Protocol):
     """Per-partition key/value state of the window records and the partition's meta record.
 
     Keys sort by window start (see core.windows.encode_key), which makes retention a range delete.
-    `write` applies its items in the given order (the engine relies on the meta record going first).
+    `write_partitions` applies each partition's items in the given order (the engine relies on the meta
+    record going first).
     """
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
@@ -33,12 +34,9 @@ class WindowStore(Protocol):
         """The stored values of `keys` (None where absent), in one round trip where the backend can."""
         ...
 
-    async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        """Store the items, in order, durably enough for the backend's guarantee."""
-        ...
-
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
-        """`write` for several partitions at once (a checkpoint): one round trip where the backend can."""
+        """Store each partition's items, in order, durably enough for the backend's guarantee: a
+        checkpoint's changes of every partition, in one round trip where the backend can."""
         ...
 
     async def expire(self, partition: int, before_start_ms: int) -> int:

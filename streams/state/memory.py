@@ -26,9 +26,6 @@ class MemoryStore:
         part = self._part(partition)
         return {k: part.get(k) for k in keys}
 
-    async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        await self.write_partitions({partition: items})
-
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         for partition, items in changes.items():
             self._part(partition).update(items)

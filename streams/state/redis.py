@@ -190,9 +190,6 @@ class RedisStore:
 
         return await self._retry(f"read partition {partition}", op)
 
-    async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        await self.write_partitions({partition: items})
-
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         ttl = self.ttl_ms
 

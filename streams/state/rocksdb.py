@@ -51,9 +51,6 @@ class RocksTableStore:
         db = self._db(partition)
         return {k: db.get(k) for k in keys}
 
-    async def write(self, partition: int, items: dict[bytes, bytes]) -> None:
-        await self.write_partitions({partition: items})
-
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         """All partitions' changelog records first, one wait for their acknowledgement, then one
         RocksDB batch per partition."""

@@ -136,13 +136,13 @@ def test_write_get_load_and_partitions_are_separate(make_store: Callable[[], Win
     async def go() -> None:
         store = make_store()
         k1, k2 = key(T0), key(T0 + BIN)
-        await store.write(0, {META_KEY: b'{"w":1,"m":2}', k1: b"one", k2: b"two"})
-        await store.write(1, {k1: b"other"})
+        await store.write_partitions({0: {META_KEY: b'{"w":1,"m":2}', k1: b"one", k2: b"two"}})
+        await store.write_partitions({1: {k1: b"other"}})
         assert await store.get_many(0, [k1, k2, key(T0, "x")]) == {k1: b"one", k2: b"two", key(T0, "x"): None}
         assert await store.get_many(1, [k1, k2]) == {k1: b"other", k2: None}
         loaded = dict(await store.load_partition(0))
         assert loaded == {META_KEY: b'{"w":1,"m":2}', k1: b"one", k2: b"two"}
-        await store.write(0, {k1: b"uno"})
+        await store.write_partitions({0: {k1: b"uno"}})
         assert (await store.get_many(0, [k1]))[k1] == b"uno"
         await store.close()
         again = make_store()  # a new connection sees the same state
@@ -152,7 +152,7 @@ def test_write_get_load_and_partitions_are_separate(make_store: Callable[[], Win
     run(go())
 
 
-def test_write_partitions_writes_each_partition_as_write_does(
+def test_write_partitions_writes_each_partition_apart(
     make_store: Callable[[], WindowStore],
 ) -> None:
     async def go() -> None:
@@ -172,8 +172,8 @@ def test_expire_deletes_windows_before_cutoff_only(make_store: Callable[[], Wind
     async def go() -> None:
         store = make_store()
         keys = [key(T0 + i * BIN, f"c{i}") for i in range(5)]
-        await store.write(0, {META_KEY: b"m", **{k: b"v" for k in keys}})
-        await store.write(1, {keys[0]: b"v"})
+        await store.write_partitions({0: {META_KEY: b"m", **{k: b"v" for k in keys}}})
+        await store.write_partitions({1: {keys[0]: b"v"}})
         assert await store.expire(0, T0 + 2 * BIN) == 2
         assert await store.expire(0, T0 + 2 * BIN) == 0
         left = dict(await store.load_partition(0))
@@ -221,14 +221,14 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
                 engine = await fresh_engine(store)
                 pos = committed
                 continue
-            await store.write(0, encode_writes(out.writes))
+            await store.write_partitions({0: encode_writes(out.writes)})
             pos += len(batch)
             if rnd.random() < 0.5:
                 committed = pos
         out = engine.tick(10**13)
         for a in out.alerts:
             latest[a["AlertId"]] = a
-        await store.write(0, encode_writes(out.writes))
+        await store.write_partitions({0: encode_writes(out.writes)})
         await store.close()
         return latest
 
@@ -246,7 +246,7 @@ def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) ->
     store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
 
     async def go() -> None:
-        await store.write(2, {META_KEY: b"m", key(T0): b"v"})
+        await store.write_partitions({2: {META_KEY: b"m", key(T0): b"v"}})
         await store.expire(2, T0 + 1)
 
     run(go())
@@ -261,7 +261,7 @@ def test_rocksdb_unlogged_writes_survive_a_clean_close_with_their_offset(tmp_pat
     together with the changelog offset they were written up to."""
     table = RecordingTable(tmp_path)
     store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
-    run(store.write(1, {META_KEY: b"m", key(T0): b"v", key(T0 + BIN): b"w"}))
+    run(store.write_partitions({1: {META_KEY: b"m", key(T0): b"v", key(T0 + BIN): b"w"}}))
     table.data.dbs.pop(1).close()
     reopened = RecordingTable(tmp_path)
     again = RocksTableStore(reopened, reopened.producer)  # type: ignore[arg-type]
@@ -278,7 +278,7 @@ def test_redis_keys_are_namespaced_and_expire() -> None:
         a = RedisStore(redis_url(), f"ns-a-{uuid.uuid4().hex[:6]}", 30_000)
         b = RedisStore(redis_url(), f"ns-b-{uuid.uuid4().hex[:6]}", 30_000)
         try:
-            await a.write(0, {key(T0): b"from a"})
+            await a.write_partitions({0: {key(T0): b"from a"}})
             assert (await b.get_many(0, [key(T0)]))[key(T0)] is None
             ttl = await a.client.pttl(a._p(0) + b"b:" + key(T0)[:13])
             assert 0 < ttl <= 30_000

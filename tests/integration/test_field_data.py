@@ -94,6 +94,7 @@ def payload_id(letter: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ tests
 
 
+@pytest.mark.slow
 def test_backfill_after_idle_worker_equals_replay(job: Job, tmp_path: Path) -> None:
     """A worker idle for longer than --idle-timeout (2s), then a 2022 backfill in 3 event-time-ordered chunks
     with pauses longer than the idle timeout: nothing is dead-lettered (the idle watermark never runs past

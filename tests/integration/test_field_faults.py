@@ -404,6 +404,7 @@ def broker_fault_mid_stream(
     )
 
 
+@pytest.mark.slow
 def test_broker_frozen_40s_mid_stream_equals_replay(
     private_job: Job, kafka_private: PrivateKafka, tmp_path: Path
 ) -> None:
@@ -420,6 +421,7 @@ def test_broker_frozen_40s_mid_stream_equals_replay(
     broker_fault_mid_stream(private_job, tmp_path, 41, freeze)
 
 
+@pytest.mark.slow
 def test_broker_restarted_mid_stream_equals_replay(
     private_job: Job, kafka_private: PrivateKafka, tmp_path: Path
 ) -> None:
@@ -576,6 +578,7 @@ def test_redis_wrong_password_fails_fast(job: Job, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------- churn
 
 
+@pytest.mark.slow
 def test_two_workers_churn_on_shared_redis_equals_replay(
     job: Job, redis_url: str, kafka_admin: AdminClient, tmp_path: Path
 ) -> None:

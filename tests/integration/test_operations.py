@@ -132,6 +132,7 @@ def test_worker_publishes_ocsf_findings(job: Job, tmp_path: Path) -> None:
     assert schema_errors(findings, "ocsf-detection-finding.schema.json") == []
 
 
+@pytest.mark.slow
 def test_static_membership_restart_moves_no_partition(job: Job, tmp_path: Path) -> None:
     """Two workers with --group-instance-id: one restarts within the session timeout, and the other sees
     no rebalance (without static membership, the leave and the rejoin would each revoke its partitions)."""

@@ -29,6 +29,8 @@ from .workerkit import (
     recent_workload,
 )
 
+pytestmark = pytest.mark.slow
+
 EVENTS = 120_000
 BUDGET_S = 420.0  # a workload this size, four crashes and recoveries, on a loaded 2-core host
 OUTAGE_S = 4.0  # how long Redis stays down

@@ -330,6 +330,7 @@ def test_worker_with_redis_over_tls_and_acl_user_equals_replay(
 ISSUER, AUDIENCE = "https://issuer.iis-portscan.test", "iis-portscan-kafka"
 
 
+@pytest.mark.slow
 def test_worker_over_oauthbearer_equals_replay(
     secure: SecureServices, unique_name: str, tmp_path: Path
 ) -> None:

@@ -75,6 +75,10 @@ def test_what_the_changelog_applier_drives_in_recovery() -> None:
     for name in ("need_recovery", "standby_remaining_total"):
         assert callable(getattr(Recovery, name, None)), name
     slurp = inspect.getsource(Recovery._slurp_changelogs.fun)  # a mode ServiceTask
+    # a recovery starts (where the applier clears the end signal), then waits for that signal
+    restart = inspect.getsource(Recovery._restart_recovery.fun)
+    started = restart.index("self._set_recovery_started()")
+    assert 0 < started < restart.index("self.signal_recovery_end.wait()")
     assert "offsets[tp] = offset" in slurp and "self.signal_recovery_end.set()" in slurp
     assert "self.tables.on_standbys_ready()" in slurp
     assert callable(getattr(TableManager, "on_standbys_ready", None))
