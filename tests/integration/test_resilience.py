@@ -137,14 +137,17 @@ def test_sigkill_mid_stream_equals_replay(
     finish(job, expected, worker.check_alive)
 
 
+@pytest.mark.parametrize("standbys", [0, 1])
 def test_rebalance_two_workers_one_leaves_and_returns(
-    job: Job, tmp_path: Path, workload: tuple[Path, dict[str, dict[str, Any]]]
+    standbys: int, job: Job, tmp_path: Path, workload: tuple[Path, dict[str, dict[str, Any]]]
 ) -> None:
     """Two worker processes share 4 partitions; one stops mid-stream (its windows move over via the
-    changelog) and starts again later, each move once the group has committed another share."""
+    changelog) and starts again later, each move once the group has committed another share. With a
+    standby replica, each worker keeps the other's partitions up to date from the changelog, and a
+    partition that moves over is recovered from where its standby got to."""
     path, expected = workload
     job.extend_budget(BUDGET_S)
-    env = job.env(**settings("rocksdb://"))
+    env = job.env(**{**settings("rocksdb://"), "standby_replicas": str(standbys)})
     job.cli("topics", "create", env=env)
     job.cli("produce", str(path), env=env)
     a = start(job, env, tmp_path / "a")

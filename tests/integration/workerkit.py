@@ -228,16 +228,8 @@ class Job:
         self, topic: str, at_least: int, alive: Callable[[], None], timeout: float = STARTUP_AND_WORK_S
     ) -> int:
         """Poll until the job's group has committed at least `at_least` offsets of `topic`; the count."""
-        timeout = self.budget(timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            alive()
-            committed, _ = self.progress(topic)
-            if committed >= at_least:
-                return committed
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{topic}: {committed} of {at_least} committed by {timeout:.0f}s")
-            time.sleep(0.1)
+        read = lambda: self.progress(topic)[0]  # noqa: E731
+        return int(wait_at_least(read, at_least, alive, self.budget(timeout), f"{topic} committed", 0.1))
 
     def close(self) -> None:
         """Stop every worker and close every reader (idempotent)."""
@@ -251,6 +243,27 @@ class Job:
             return f"(no log at {self.log})"
         text = self.log.read_text(errors="replace")
         return text if len(text) <= LOG_TAIL_CHARS else "...\n" + text[-LOG_TAIL_CHARS:]
+
+
+def wait_at_least(
+    read: Callable[[], float],
+    at_least: float,
+    alive: Callable[[], None],
+    timeout: float,
+    what: str,
+    every: float,
+) -> float:
+    """Poll `read()` every `every` s until it reaches `at_least` (failing at once if `alive()` raises);
+    the value read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        value = read()
+        if value >= at_least:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: {value}, not {at_least}, within {timeout:.0f}s")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -310,15 +323,7 @@ class WorkerProcess:
 
     def wait_metric(self, name: str, at_least: float, timeout: float) -> float:
         """Poll /metrics until `name` reaches `at_least` (the worker alive); its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            value = self.metric(name)
-            if value >= at_least:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{name} = {value}, not {at_least}, within {timeout:.0f}s")
-            time.sleep(0.02)
+        return wait_at_least(lambda: self.metric(name), at_least, self.check_alive, timeout, name, 0.02)
 
     def kill(self) -> None:
         """SIGKILL: a crash (no checkpoint, no commit, no leaving the group)."""
