@@ -182,6 +182,10 @@ def test_faust_app_creates_its_topic_and_agent_receives(
             topic_partitions=1,
             topic_replication_factor=1,
             consumer_auto_offset_reset="earliest",
+            # faust creates the topic as it starts, racing its consumer's first join: on a loaded machine
+            # the group is assigned before the topic exists (faust's assignor then "ignores the missing
+            # topic"), and only a metadata refresh brings it in (aiokafka's default: every 5 minutes).
+            consumer_metadata_max_age_ms=2000,
         )
         topic = app.topic(topic_name, value_serializer="raw", partitions=partitions, internal=True)
         seen: list[Any] = []
