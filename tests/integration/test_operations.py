@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from .conftest import KafkaTopics
 from .workerkit import (
@@ -47,21 +45,6 @@ def poll(predicate: Callable[[], bool], timeout: float, what: str, job: Job) -> 
             return time.monotonic() - started
         time.sleep(0.2)
     raise AssertionError(f"{what}: not within {timeout:.0f}s")
-
-
-def committed_and_end(brokers: str, group: str, topic: str, partitions: int) -> list[tuple[int, int]]:
-    admin = AdminClient({"bootstrap.servers": brokers})
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)]).values()
-    got = future.result(timeout=30)
-    reader = Consumer({"bootstrap.servers": brokers, "group.id": f"{group}-watermarks"})
-    try:
-        return [
-            (tp.offset, reader.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
-            for tp in got.topic_partitions
-        ]
-    finally:
-        reader.close()
 
 
 def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics: KafkaTopics) -> None:
@@ -101,7 +84,7 @@ def test_endpoints_lag_and_graceful_drain(job: Job, tmp_path: Path, kafka_topics
     assert code == 0, f"exit code {code} after SIGTERM"
     assert drained_in < DRAIN_S, f"drain took {drained_in:.1f}s"
     for topic in (job.input_topic, job.repartition_topic):
-        pairs = committed_and_end(job.brokers, job.name, topic, 4)
+        pairs = job.offsets(topic)
         assert all(c == end for c, end in pairs), f"{topic}: committed/end {pairs}"
     # A restarted worker re-emits nothing: everything it reads again was committed.
     with job.worker(env=env):

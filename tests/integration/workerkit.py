@@ -205,9 +205,9 @@ class Job:
     def groups(self) -> list[str]:
         return [r.group for r in self.readers]
 
-    def progress(self, topic: str) -> tuple[int, int]:
-        """(offsets the job's consumer group committed on `topic`, the topic's end offsets), summed over its
-        partitions: how far the workers got, as a crash would leave it."""
+    def offsets(self, topic: str) -> list[tuple[int, int]]:
+        """(offset the job's consumer group committed, end offset) of each partition of `topic`; the
+        committed offset is negative where the group has committed none."""
         probe = Consumer(
             {
                 "bootstrap.servers": self.brokers,
@@ -218,11 +218,17 @@ class Job:
         try:
             meta = probe.list_topics(topic, timeout=10).topics[topic]
             parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-            committed = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
-            end = sum(probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+            return [
+                (tp.offset, probe.get_watermark_offsets(tp, timeout=10)[1])
+                for tp in probe.committed(parts, timeout=10)
+            ]
         finally:
             probe.close()
-        return committed, end
+
+    def progress(self, topic: str) -> tuple[int, int]:
+        """`offsets` summed over the partitions: how far the workers got, as a crash would leave it."""
+        pairs = self.offsets(topic)
+        return sum(max(c, 0) for c, _ in pairs), sum(end for _, end in pairs)
 
     def wait_progress(
         self, topic: str, at_least: int, alive: Callable[[], None], timeout: float = STARTUP_AND_WORK_S
