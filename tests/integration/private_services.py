@@ -46,14 +46,37 @@ LOG_TAIL_CHARS = 4000
 # ------------------------------------------------------------------------------------------------ ports
 
 
+# Ports for the servers and endpoints tests start: below the kernel's ephemeral range (32768-60999 here),
+# so no client socket of any process can take one as its local port while a test has its server stopped
+# (a broker restarted on its port), and one slice per parallel test process (pytest-xdist's gwN).
+PORT_BASE, PORT_SLICE = 20_000, 1_500
+_next_port: list[int] = []
+
+
 def free_ports(n: int = 1) -> list[int]:
-    """`n` distinct loopback ports that nothing listens on right now (held together while chosen)."""
-    socks = []
+    """`n` distinct loopback ports that nothing listens on right now (held together while chosen), from
+    this test process's slice of the range below the ephemeral ports."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = PORT_BASE + (index % 8) * PORT_SLICE
+    if not _next_port:
+        _next_port.append(low + (os.getpid() * 7) % PORT_SLICE)
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(PORT_SLICE):
+            if len(socks) == n:
+                break
+            port = _next_port[0]
+            _next_port[0] = low + (port + 1 - low) % PORT_SLICE
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise AssertionError(f"no {n} free ports in {low}-{low + PORT_SLICE - 1}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:

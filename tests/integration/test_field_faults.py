@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
-from .private_services import PrivateKafka, closed_port, private_kafka, private_redis
+from .private_services import PrivateKafka, closed_port, free_ports, private_kafka, private_redis
 from .workerkit import (
     BIN_MS,
     STEP_S,
@@ -651,14 +651,11 @@ def test_healthz_turns_red_while_the_broker_is_frozen_with_input_waiting(
 ) -> None:
     """A backlog waits on the broker when it freezes: the worker's fetches stop making progress while its
     lag is non-zero, so /healthz answers 503 once --stall-timeout passes, and 200 again after the thaw."""
-    import socket
     import urllib.error
     import urllib.request
 
     job = private_job
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_ports(1)[0]
 
     def healthz() -> int:
         try:

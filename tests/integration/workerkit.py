@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from streams.core.batch import detect
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.io.sample import Workload, generate
+
+from .private_services import free_ports
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "streams" / "schemas"
 # What a stream alert shares with `replay` (core.batch.detect): the rule's projection and the exact extras.
@@ -273,9 +274,8 @@ def wait_at_least(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a worker's endpoints: see private_services.free_ports."""
+    return free_ports(1)[0]
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
