@@ -143,8 +143,8 @@ def test_rebalance_two_workers_one_leaves_and_returns(
     standbys: int, job: Job, tmp_path: Path, workload: tuple[Path, dict[str, dict[str, Any]]]
 ) -> None:
     """Two worker processes share 4 partitions; one stops mid-stream once both process input (its
-    windows move over via the changelog) and starts again once the group has committed another third
-    of what was left. With a
+    windows move over via the changelog) and starts again once the group has committed more (the other
+    worker took its partitions over). With a
     standby replica, each worker keeps the other's partitions up to date from the changelog, and a
     partition that moves over is recovered from where its standby got to."""
     path, expected = workload
@@ -161,7 +161,7 @@ def test_rebalance_two_workers_one_leaves_and_returns(
     assert b.stop() == 0  # leaves the group: a takes its partitions over
     left_at = job.progress(job.input_topic)[0]
     assert left_at < EVENTS, "b left after the whole input was committed"
-    job.wait_progress(job.input_topic, left_at + (EVENTS - left_at) // 3, a.check_alive)
+    job.wait_progress(job.input_topic, left_at + 1, a.check_alive)  # a has taken b's partitions over
     b = start(job, env, tmp_path / "b")  # comes back: the partitions are shared again
 
     def both_alive() -> None:
