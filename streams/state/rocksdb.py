@@ -54,13 +54,13 @@ class RocksTableStore:
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         """All partitions' changelog records first, one wait for their acknowledgement, then one
         RocksDB batch per partition."""
-        send, changelog = self.producer.send, self.changelog
+        send, changelog = self.producer.send_items, self.changelog
         batches: dict[int, WriteBatch] = {}
         for partition, items in changes.items():
+            send(changelog, partition, items.items())
             batch = batches[partition] = WriteBatch(raw_mode=True)
             put = batch.put
             for key, value in items.items():
-                send(changelog, key, value, partition)
                 put(key, value)
         await self._commit(batches)
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +69,10 @@ class RecordingProducer:
     def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         assert partition is not None, "changelog records go to the window's partition"
         self.sent.append((partition, key, value))
+
+    def send_items(self, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            self.send(topic, key, value, partition)
 
     async def deliver(self) -> None:
         for partition, _, _ in self.sent[self.delivered :]:

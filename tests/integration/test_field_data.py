@@ -75,7 +75,6 @@ DLQ_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the paylo
 TOMBSTONE = "<tombstone>"  # identity of a message without a value (see payload_id)
 
 
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 

@@ -96,7 +96,6 @@ def private_job(kafka_private: PrivateKafka, unique_name: str, tmp_path: Path) -
         sys.stderr.write(f"===== private broker log (tail)\n{kafka_private.log_tail()}\n")
 
 
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 

@@ -84,3 +84,27 @@ def test_minute_cache_path_equals_the_full_parse(ms: int, sep: str, dot: str, di
 def test_minute_cache_path_still_rejects(bad: str) -> None:
     assert parse_iso_ms("2026-01-01T12:10:00.000Z") == T  # the minute is cached now
     assert parse_iso_ms(bad) is None
+
+
+@given(
+    st.integers(min_value=0, max_value=MAX_MS),
+    st.lists(st.text("0123456789", min_size=1, max_size=9), min_size=2, max_size=4),
+    st.integers(min_value=0, max_value=59),
+)
+def test_second_cache_path_equals_the_full_parse(ms: int, fractions: list[str], other_second: int) -> None:
+    """Several requests in one second (the second is cached after the first), then another second of
+    the same minute (the minute cache): each equals the arithmetic."""
+    prefix = format_iso_ms(ms)[:19]
+    for digits in fractions:
+        assert parse_iso_ms(f"{prefix}.{digits}Z") == ms - ms % 1000 + int((digits + "00")[:3])
+    minute_ms = ms - ms % 60_000
+    other = f"{prefix[:17]}{other_second:02d}.5Z"
+    assert parse_iso_ms(other) == minute_ms + other_second * 1000 + 500
+
+
+@pytest.mark.parametrize(
+    "bad", ["2026-01-01T12:10:00.0x0Z", "2026-01-01T12:10:00.\u0663Z", "2026-01-01T12:10:00,Z"]
+)
+def test_second_cache_path_still_rejects(bad: str) -> None:
+    assert parse_iso_ms("2026-01-01T12:10:00.000Z") == T  # the second is cached now
+    assert parse_iso_ms(bad) is None
