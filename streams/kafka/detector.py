@@ -2,11 +2,19 @@
 
 Per batch and partition: parse; load the windows the engine asks for (from the checkpoint's pending
 records first, then the store); engine step; send alerts and dead letters (without waiting).
-Per checkpoint (every `checkpoint_ms`, on revocation and at shutdown): wait until the broker has
-acknowledged every alert and dead letter sent, write each partition's changed records once, then
-acknowledge the input messages, whose offsets faust commits after. So state never runs ahead of what
-was published, and offsets never run ahead of state: a crash replays at most a checkpoint's input,
-which the engine counts once (see core.engine and core.checkpoint).
+Per checkpoint of a partition (every `checkpoint_ms`; of all partitions on revocation and at shutdown):
+wait until the broker has acknowledged every alert and dead letter sent, write the partition's changed
+records once, then acknowledge its input messages, whose offsets faust commits after. So state never
+runs ahead of what was published, and offsets never run ahead of state: a crash replays at most a
+checkpoint's input, which the engine counts once (see core.engine and core.checkpoint).
+
+Checkpoints are staggered: after a batch, the partitions due (the longest-waiting first) are
+checkpointed in up to CHECKPOINT_SLOTS groups per interval, not all at once. A checkpoint's serialization
+and writes stop the processing of input while they run; a group's share of them is a fraction of the
+worker's, so an event that arrives during a checkpoint waits that much less for its alert (early-alert
+p99 470 -> 175-199 ms at 15,000 events/s in one run of each). The slots bound how often a worker waits
+for the broker's acknowledgements, whatever its partition count. Idle housekeeping checkpoints every
+partition due.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from streams.kafka.publisher import Publisher
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
+CHECKPOINT_SLOTS = 4  # checkpoints per interval at most (see the module docstring)
 
 
 class Detector:
@@ -75,7 +84,8 @@ class Detector:
         self.engines: dict[int, PartitionEngine] = {}
         self.pending: dict[int, PendingWrites] = {}
         self.unacked: dict[Any, int] = {}  # topic partition -> highest offset processed
-        self.last_checkpoint = time.monotonic()
+        self.checkpointed: dict[int, float] = {}  # partition -> when it was last checkpointed (monotonic)
+        self.last_checkpoint = 0.0  # monotonic, of any partition
         self.last_checkpoint_wall = 0.0
         self.broken: Exception | None = None  # a checkpoint failed: see `_checkpoint`
         self.lock = asyncio.Lock()
@@ -100,6 +110,7 @@ class Detector:
             engine.restore(records)
             self.engines[partition] = engine
             self.pending[partition] = PendingWrites()
+            self.checkpointed[partition] = time.monotonic()
             log.info(
                 "partition %d: restored %d open windows, watermark %s",
                 partition,
@@ -116,6 +127,7 @@ class Detector:
             for p in partitions:
                 self.revoked.add(p)
                 self.pending.pop(p, None)
+                self.checkpointed.pop(p, None)
                 if self.engines.pop(p, None) is not None:
                     log.info("partition %d: revoked", p)
 
@@ -143,8 +155,9 @@ class Detector:
                 unacked[tp] = records[-1].offset
             self.metrics.counts["batches"] += 1
             self.metrics.seconds["processing"] += time.perf_counter() - started
-            if self._checkpoint_due():
-                await self._checkpoint()
+            due = self._due(staggered=True)
+            if due:
+                await self._checkpoint(due)
 
     async def _process_partition(self, partition: int, msgs: Sequence[Any]) -> None:
         now = self.clock()
@@ -211,8 +224,9 @@ class Detector:
                 out = engine.tick(now)
                 if out.alerts or out.writes or out.expire_before_ms is not None:
                     self._emit(partition, out, [])
-            if self._checkpoint_due():
-                await self._checkpoint()
+            due = self._due(staggered=False)
+            if due:
+                await self._checkpoint(due)
 
     def _emit(self, partition: int, out: StepResult, dead: list[DeadLetter]) -> None:
         """Send a step's alerts and dead letters, and hold its writes for the next checkpoint."""
@@ -238,13 +252,29 @@ class Detector:
         self.pending[partition].add(out)
         self.metrics.seconds["publishing"] += time.perf_counter() - t0
 
-    def _checkpoint_due(self) -> bool:
-        if time.monotonic() - self.last_checkpoint >= self.checkpoint_s:
-            return bool(self.unacked) or any(self.pending.values())
-        return sum(len(p) for p in self.pending.values()) > self.max_pending
+    def _due(self, staggered: bool) -> list[int]:
+        """The partitions to checkpoint now: those with changes or unacknowledged input whose last
+        checkpoint is `checkpoint_ms` old, the longest-waiting first; `staggered`, one group of them
+        (a CHECKPOINT_SLOTS-th of the partitions), at most once per CHECKPOINT_SLOTS-th of the interval.
+        Every partition with changes when more than `max_pending` records are held."""
+        with_changes = [p for p, pending in self.pending.items() if pending]
+        if sum(len(self.pending[p]) for p in with_changes) > self.max_pending:
+            return with_changes
+        now = time.monotonic()
+        limit = None
+        if staggered:
+            if now - self.last_checkpoint < self.checkpoint_s / CHECKPOINT_SLOTS:
+                return []
+            limit = -(-len(self.checkpointed) // CHECKPOINT_SLOTS) or 1
+        cutoff = now - self.checkpoint_s
+        waiting = set(with_changes)
+        waiting.update(tp.partition for tp in self.unacked)
+        due = sorted((self.checkpointed.get(p, 0.0), p) for p in waiting)
+        return [p for at, p in due[:limit] if at <= cutoff]
 
-    async def _checkpoint(self) -> None:
-        """Deliver what was sent, write the changed records, then acknowledge the input.
+    async def _checkpoint(self, partitions: Iterable[int] | None = None) -> None:
+        """Deliver what was sent, write the changed records of `partitions` (all when None), then
+        acknowledge their input.
 
         A checkpoint that fails leaves the detector broken: every later one raises the same error,
         so nothing is acknowledged after a delivery or a write that did not happen (a later checkpoint
@@ -253,19 +283,19 @@ class Detector:
         if self.broken is not None:
             raise self.broken
         try:
-            await self._checkpoint_once()
+            await self._checkpoint_once(None if partitions is None else set(partitions))
         except Exception as exc:
             self.broken = exc
             raise
 
-    async def _checkpoint_once(self) -> None:
+    async def _checkpoint_once(self, chosen: set[int] | None) -> None:
         t0 = time.perf_counter()
         await self.publisher.deliver()
         t1 = time.perf_counter()
         changes: dict[int, dict[bytes, bytes]] = {}
         expiries: dict[int, int] = {}
         for partition, pending in self.pending.items():
-            if not pending:
+            if not pending or (chosen is not None and partition not in chosen):
                 continue
             writes, expire_before = pending.encode(self.params.rule)
             if writes:
@@ -277,12 +307,22 @@ class Detector:
             await self.store.write_partitions(changes)
         for partition, expire_before in expiries.items():
             self.metrics.counts["windows_expired"] += await self.store.expire(partition, expire_before)
-        for pending in self.pending.values():
-            pending.clear()  # written: only now (see `_checkpoint`)
-        done, self.unacked = self.unacked, {}
+        for partition, pending in self.pending.items():
+            if chosen is None or partition in chosen:
+                pending.clear()  # written: only now (see `_checkpoint`)
+        if chosen is None:
+            done, self.unacked = self.unacked, {}
+        else:
+            done = {tp: offset for tp, offset in self.unacked.items() if tp.partition in chosen}
+            for tp in done:
+                del self.unacked[tp]
         if done:
             self.acknowledge(done)
-        self.last_checkpoint = time.monotonic()
+        now = time.monotonic()
+        for partition in self.checkpointed if chosen is None else chosen:
+            if partition in self.checkpointed:
+                self.checkpointed[partition] = now
+        self.last_checkpoint = now
         self.last_checkpoint_wall = time.time()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         seconds = self.metrics.seconds

@@ -254,3 +254,62 @@ def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
 
     run(go())
     assert acks == [{tp: 0}]
+
+
+def overdue(processor: Detector) -> None:
+    """Every partition's last checkpoint, and the worker's, an interval ago (as time passing would)."""
+    for p in processor.checkpointed:
+        processor.checkpointed[p] -= 2 * processor.checkpoint_s
+    processor.last_checkpoint -= 2 * processor.checkpoint_s
+
+
+def fetch(partitions: range, offset: int) -> dict[Any, list[Msg]]:
+    return {TP(TOPIC, p): [Msg(TOPIC, p, offset, b"k", event(T0 + offset, offset + 1))] for p in partitions}
+
+
+def test_checkpoints_are_staggered_one_group_of_partitions_after_a_batch() -> None:
+    """Four partitions all due: a batch checkpoints one of them (the longest-waiting), the next batch
+    none until a quarter of the interval passed, then the next; idle housekeeping takes all due."""
+    processor, _, acks = make(trust_headers=False)
+    processor.checkpoint_s = 60.0
+
+    async def go() -> None:
+        await processor.process(fetch(range(4), 0))  # engines created: nothing is due yet
+        assert acks == []
+        overdue(processor)
+        processor.checkpointed[2] -= 1  # waited longest
+        await processor.process(fetch(range(4), 1))
+        assert acks == [{TP(TOPIC, 2): 1}]
+        await processor.process(fetch(range(4), 2))  # within a quarter interval of the last checkpoint
+        assert len(acks) == 1
+        processor.last_checkpoint -= processor.checkpoint_s / 4
+        await processor.process(fetch(range(4), 3))
+        assert len(acks) == 2 and len(acks[1]) == 1 and TP(TOPIC, 2) not in acks[1]
+        await processor.tick([])  # idle housekeeping: every partition due, at once
+        assert len(acks) == 3 and acks[2] == {
+            TP(TOPIC, p): 3 for p in (0, 1, 3) if TP(TOPIC, p) not in acks[1]
+        }
+        assert processor.pending[2]  # changed since its checkpoint, not due yet: held
+        await processor.close()  # at shutdown, everything
+        assert acks[3] == {TP(TOPIC, 2): 3}
+        assert not any(processor.pending.values()) and not processor.unacked
+
+    run(go())
+
+
+def test_a_worker_with_many_partitions_checkpoints_them_in_four_groups() -> None:
+    """Twelve partitions due: each staggered checkpoint takes three, so a worker waits for the broker's
+    acknowledgements at most four times an interval, whatever its partition count."""
+    processor, producer, acks = make(trust_headers=False)
+    processor.checkpoint_s = 60.0
+
+    async def go() -> None:
+        await processor.process(fetch(range(12), 0))
+        overdue(processor)
+        for round_ in range(1, 5):
+            await processor.process(fetch(range(12), round_))
+            processor.last_checkpoint -= processor.checkpoint_s / 4
+        assert [len(a) for a in acks] == [3, 3, 3, 3]
+        assert {tp.partition for a in acks for tp in a} == set(range(12))
+
+    run(go())
