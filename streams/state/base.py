@@ -48,3 +48,14 @@ class WindowStore(Protocol):
     async def close(self) -> None:
         """Release resources; the state stays where the backend keeps it."""
         ...
+
+
+class StagedWrites(Protocol):
+    """A store whose writes go to a log first (RocksDB's changelog topic) may split `write_partitions`:
+    `stage` sends the log records without waiting, `commit_staged` waits for their acknowledgement and
+    writes the local copy. The detector stages a checkpoint and commits it at the next one, so the
+    broker's acknowledgement arrives while input is processed instead of stopping it."""
+
+    def stage(self, changes: Mapping[int, dict[bytes, bytes]]) -> object: ...
+
+    async def commit_staged(self, staged: object) -> None: ...

@@ -54,6 +54,10 @@ class RocksTableStore:
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
         """All partitions' changelog records first, one wait for their acknowledgement, then one
         RocksDB batch per partition."""
+        await self.commit_staged(self.stage(changes))
+
+    def stage(self, changes: Mapping[int, dict[bytes, bytes]]) -> dict[int, WriteBatch]:
+        """Send the changelog records (no wait) and build the RocksDB batches `commit_staged` writes."""
         send, changelog = self.producer.send_items, self.changelog
         batches: dict[int, WriteBatch] = {}
         for partition, items in changes.items():
@@ -62,7 +66,11 @@ class RocksTableStore:
             put = batch.put
             for key, value in items.items():
                 put(key, value)
-        await self._commit(batches)
+        return batches
+
+    async def commit_staged(self, staged: object) -> None:
+        """Wait until the broker acknowledged the staged changelog records, then write the batches."""
+        await self._commit(staged)  # type: ignore[arg-type]
 
     async def expire(self, partition: int, before_start_ms: int) -> int:
         db = self._db(partition)

@@ -269,7 +269,8 @@ def fetch(partitions: range, offset: int) -> dict[Any, list[Msg]]:
 
 def test_checkpoints_are_staggered_one_group_of_partitions_after_a_batch() -> None:
     """Four partitions all due: a batch checkpoints one of them (the longest-waiting), the next batch
-    none until a quarter of the interval passed, then the next; idle housekeeping takes all due."""
+    none until a quarter of the interval passed, then the next; the timer as a batch while batches
+    come, and all due once none came since its last tick."""
     processor, _, acks = make(trust_headers=False)
     processor.checkpoint_s = 60.0
 
@@ -285,6 +286,8 @@ def test_checkpoints_are_staggered_one_group_of_partitions_after_a_batch() -> No
         processor.last_checkpoint -= processor.checkpoint_s / 4
         await processor.process(fetch(range(4), 3))
         assert len(acks) == 2 and len(acks[1]) == 1 and TP(TOPIC, 2) not in acks[1]
+        await processor.tick([])  # a batch since the last tick: as after a batch (within the spacing)
+        assert len(acks) == 2
         await processor.tick([])  # idle housekeeping: every partition due, at once
         assert len(acks) == 3 and acks[2] == {
             TP(TOPIC, p): 3 for p in (0, 1, 3) if TP(TOPIC, p) not in acks[1]
@@ -300,7 +303,7 @@ def test_checkpoints_are_staggered_one_group_of_partitions_after_a_batch() -> No
 def test_a_worker_with_many_partitions_checkpoints_them_in_four_groups() -> None:
     """Twelve partitions due: each staggered checkpoint takes three, so a worker waits for the broker's
     acknowledgements at most four times an interval, whatever its partition count."""
-    processor, producer, acks = make(trust_headers=False)
+    processor, _, acks = make(trust_headers=False)
     processor.checkpoint_s = 60.0
 
     async def go() -> None:
@@ -313,3 +316,91 @@ def test_a_worker_with_many_partitions_checkpoints_them_in_four_groups() -> None
         assert {tp.partition for a in acks for tp in a} == set(range(12))
 
     run(go())
+
+
+class StagingStore(MemoryStore):
+    """A memory store with a log sent ahead (state.base.StagedWrites): what is staged is written only
+    when committed; `fail` makes the commit fail, as a changelog the broker does not acknowledge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staged: list[dict[int, dict[bytes, bytes]]] = []
+        self.fail = False
+
+    def stage(self, changes: Any) -> object:
+        self.staged.append(dict(changes))
+        return dict(changes)
+
+    async def commit_staged(self, staged: Any) -> None:
+        if self.fail:
+            from streams.kafka.producer import DeliveryError
+
+            raise DeliveryError("changelog not acknowledged")
+        await self.write_partitions(staged)
+
+
+def staging(store: StagingStore) -> tuple[Detector, RecordingProducer, list[dict[Any, int]]]:
+    producer = RecordingProducer()
+    acks: list[dict[Any, int]] = []
+    processor = Detector(
+        StreamParams(max_skew_ms=10**12),
+        store,
+        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
+        acks.append,
+        checkpoint_ms=60_000,
+        clock=lambda: NOW,
+    )
+    return processor, producer, acks
+
+
+def test_a_staged_checkpoint_is_acknowledged_by_the_next_and_serves_reads_until_written() -> None:
+    """With a store that sends its log ahead, a staggered checkpoint sends and returns: its input is
+    acknowledged only once the next checkpoint committed it, and a late event of a window it holds
+    (closed, gone from memory, not yet in the store) reads the staged record, not an empty window."""
+    store = StagingStore()
+    processor, producer, acks = staging(store)
+    tp = TP(TOPIC, 0)
+    window = [Msg(TOPIC, 0, i, b"k", event(T0 + 1000 * i, i + 1)) for i in range(30)]
+    closer = Msg(TOPIC, 0, 30, b"k", event(T0 + 13 * 60_000, 1, cip="203.0.113.9"))
+
+    async def go() -> None:
+        await processor.process({tp: [*window, closer]})  # the window reaches 30 ports and closes
+        assert [a["Phase"] for a in producer.on("alerts")] == ["early", "final"]
+        overdue(processor)
+        await processor.process(
+            {tp: [Msg(TOPIC, 0, 31, b"k", event(T0 + 13 * 60_000, 2, cip="203.0.113.9"))]}
+        )
+        assert len(store.staged) == 1 and acks == []  # staged: sent, not acknowledged
+        assert await store.get_many(0, list(store.staged[0][0])) == dict.fromkeys(store.staged[0][0])
+        late = Msg(TOPIC, 0, 32, b"k", event(T0 + 5 * 60_000, 31))
+        await processor.process({tp: [late]})
+        (alert,) = [a for a in producer.on("alerts") if a["Phase"] == "late"]
+        assert alert["portCount"] == 31 and alert["ConnectionsCount"] == 31
+        await processor.close()  # commits the staged checkpoint, then everything since
+
+    run(go())
+    assert acks == [{tp: 31}, {tp: 32}]
+    assert not processor.unacked and processor.staged is None
+
+
+def test_a_staged_checkpoint_that_fails_to_commit_acknowledges_nothing() -> None:
+    store = StagingStore()
+    processor, _, acks = staging(store)
+    tp = TP(TOPIC, 0)
+
+    async def go() -> None:
+        await processor.process({tp: [Msg(TOPIC, 0, 0, b"k", event(T0, 1))]})
+        overdue(processor)
+        await processor.process({tp: [Msg(TOPIC, 0, 1, b"k", event(T0 + 1000, 2))]})
+        assert len(store.staged) == 1
+        store.fail = True
+        from streams.kafka.producer import DeliveryError
+
+        with pytest.raises(DeliveryError):
+            await processor.close()
+        store.fail = False
+        with pytest.raises(DeliveryError):  # broken: never acknowledges again
+            await processor.close()
+
+    run(go())
+    assert acks == []
