@@ -44,10 +44,12 @@ from .workerkit import (
     Job,
     TopicReader,
     WorkerProcess,
+    describe_dead,
     expected_view,
     iso,
     keyed,
     latest,
+    no_dead_letters,
     produce,
     recent_workload,
     values_of,
@@ -593,6 +595,7 @@ def test_two_workers_churn_on_shared_redis_equals_replay(
     env = job.env(input_keyed="false", partitions=str(PARTITIONS), store=redis_url)
     job.cli("topics", "create", env=env)
     alerts = job.reader(job.alert_topic)
+    dead = job.reader(job.dlq_topic)  # none may come: every record is valid and within retention
     hold_at = int(0.8 * n)  # the feed's last fifth waits for the churn to end: events flow throughout
     feeder = PacedFeeder(
         job.brokers, job.input_topic, [(None, orjson.dumps(r)) for r in records], CHURN_PER_S, hold_at
@@ -636,9 +639,15 @@ def test_two_workers_churn_on_shared_redis_equals_replay(
         b = churn(b, "b", a)
         note(job, f"churn over: {feeder.sent}/{n} fed, {detected()} detected")
         feeder.release()
-        wait_for_replay(alerts, expected, all_alive(a, b), STEP_S, "alerts == replay after the churn")
+        try:
+            wait_for_replay(alerts, expected, all_alive(a, b), STEP_S, "alerts == replay after the churn")
+        except AssertionError as exc:  # say whether events were dead-lettered or went missing
+            dead.poll(2)
+            raise AssertionError(f"{exc}\n{describe_dead(values_of(dead.records))}") from None
         feeder.join(job.budget(30))
         assert feeder.sent == n and not feeder.errors, f"feeder: {feeder.sent}/{n} sent, {feeder.errors[:3]}"
+        dead.poll(1)
+        no_dead_letters(dead)
     finally:
         feeder.stop()
         job.close()
