@@ -78,17 +78,21 @@ def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:
 
 
 def make(
-    trust_headers: bool, too_large: int = 10**9, rule: RuleParams | None = None
+    trust_headers: bool,
+    too_large: int = 10**9,
+    rule: RuleParams | None = None,
+    store: MemoryStore | None = None,
+    checkpoint_ms: int = 1,
 ) -> tuple[Detector, RecordingProducer, list[dict[Any, int]]]:
     producer = RecordingProducer(too_large)
     acks: list[dict[Any, int]] = []
     params = StreamParams(rule=rule or RuleParams(), max_skew_ms=10**12)
     processor = Detector(
         params,
-        MemoryStore(),
+        store or MemoryStore(),
         Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
         acks.append,
-        checkpoint_ms=1,
+        checkpoint_ms=checkpoint_ms,
         clock=lambda: NOW,
         trust_headers=trust_headers,
     )
@@ -225,17 +229,8 @@ class FailingStore(MemoryStore):
 def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
     """The field bug: a checkpoint whose write failed drained its pending writes, so the checkpoint at
     shutdown found nothing to write and acknowledged input whose effect was never stored."""
-    producer = RecordingProducer()
-    acks: list[dict[Any, int]] = []
     store = FailingStore()
-    processor = Detector(
-        StreamParams(max_skew_ms=10**12),
-        store,
-        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
-        acks.append,
-        checkpoint_ms=3_600_000,
-        clock=lambda: NOW,
-    )
+    processor, _, acks = make(trust_headers=True, store=store, checkpoint_ms=3_600_000)
     tp = TP(TOPIC, 0)
 
     async def go() -> None:
@@ -339,26 +334,12 @@ class StagingStore(MemoryStore):
         await self.write_partitions(staged)
 
 
-def staging(store: StagingStore) -> tuple[Detector, RecordingProducer, list[dict[Any, int]]]:
-    producer = RecordingProducer()
-    acks: list[dict[Any, int]] = []
-    processor = Detector(
-        StreamParams(max_skew_ms=10**12),
-        store,
-        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
-        acks.append,
-        checkpoint_ms=60_000,
-        clock=lambda: NOW,
-    )
-    return processor, producer, acks
-
-
 def test_a_staged_checkpoint_is_acknowledged_by_the_next_and_serves_reads_until_written() -> None:
     """With a store that sends its log ahead, a staggered checkpoint sends and returns: its input is
     acknowledged only once the next checkpoint committed it, and a late event of a window it holds
     (closed, gone from memory, not yet in the store) reads the staged record, not an empty window."""
     store = StagingStore()
-    processor, producer, acks = staging(store)
+    processor, producer, acks = make(trust_headers=True, store=store, checkpoint_ms=60_000)
     tp = TP(TOPIC, 0)
     window = [Msg(TOPIC, 0, i, b"k", event(T0 + 1000 * i, i + 1)) for i in range(30)]
     closer = Msg(TOPIC, 0, 30, b"k", event(T0 + 13 * 60_000, 1, cip="203.0.113.9"))
@@ -385,7 +366,7 @@ def test_a_staged_checkpoint_is_acknowledged_by_the_next_and_serves_reads_until_
 
 def test_a_staged_checkpoint_that_fails_to_commit_acknowledges_nothing() -> None:
     store = StagingStore()
-    processor, _, acks = staging(store)
+    processor, _, acks = make(trust_headers=True, store=store, checkpoint_ms=60_000)
     tp = TP(TOPIC, 0)
 
     async def go() -> None:
