@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup services-up services-down services-status test test-unit lint demo bench clean
+.PHONY: help setup services-up services-down services-status test test-unit chaos lint demo bench clean
 
 help:
 	@echo "make demo           set up and run the main job on the embedded defaults"
@@ -16,6 +16,7 @@ help:
 	@echo "make setup          virtualenv in .venv with the package (editable) and the test extras"
 	@echo "make services-up    Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379); reuses running ones"
 	@echo "make services-down  stop what services-up started"
+	@echo "make chaos          randomized whole-system scenarios: SEED=N[,M] replays those, RUNS=200 fresh seeds"
 	@echo "make lint           ruff and mypy"
 	@echo "make bench          throughput, latency and memory through the real broker (BENCH_ARGS=--help)"
 
@@ -50,6 +51,19 @@ test: setup
 # Unit and contract tiers without services (the Redis backend of the store contract is integration).
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit tests/contract -m "not integration" $(PYTEST_ARGS)
+
+# The randomized tier (tests/chaos): `make test` runs its fixed seeds; here SEED=N[,M,...] replays exactly
+# those scenarios, RUNS=N runs N fresh seeds from CHAOS_BASE (the clock unless given; printed, so that a
+# run can be repeated). CHAOS_WORKERS scenarios run in parallel.
+SEED ?=
+RUNS ?=
+CHAOS_BASE ?= $(shell date +%s)
+CHAOS_WORKERS ?= 2
+chaos: setup
+	deploy/services.sh jars
+	@echo "chaos: SEED=$(SEED) RUNS=$(RUNS) CHAOS_BASE=$(CHAOS_BASE)"
+	CHAOS_SEED="$(SEED)" CHAOS_RUNS="$(RUNS)" CHAOS_BASE="$(CHAOS_BASE)" deploy/services.sh with -- \
+		$(BIN)/python -m pytest tests/chaos -n $(CHAOS_WORKERS) --maxschedchunk 1 -k scenario $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check streams tests benchmarks
