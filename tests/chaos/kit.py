@@ -82,6 +82,7 @@ class Feed:
                 "acks": "all",
                 "linger.ms": 5,
                 "message.timeout.ms": 300_000,
+                "partitioner": "murmur2_random",  # as `iis-portscan produce` and the router key
             }
         )
 
@@ -89,6 +90,10 @@ class Feed:
             def done(error: KafkaError | None, msg: Any) -> None:
                 if error is not None:
                     self.errors.append(str(error))
+                elif msg.partition() != self.msgs[i].partition:
+                    self.errors.append(
+                        f"key {msg.key()!r} went to {msg.partition()}, not {self.msgs[i].partition}"
+                    )
                 else:
                     self.landed[i] = (msg.partition(), msg.offset())
 
@@ -104,13 +109,12 @@ class Feed:
                 m = self.msgs[i]
                 while True:
                     try:
-                        producer.produce(
-                            self.topic,
-                            value=m.value,
-                            key=m.key,
-                            partition=m.partition,
-                            on_delivery=delivered(i),
-                        )
+                        if m.key is None:  # unkeyed: to the partition the scenario chose
+                            producer.produce(
+                                self.topic, value=m.value, partition=m.partition, on_delivery=delivered(i)
+                            )
+                        else:  # keyed: the partitioner's choice (which the scenario computed)
+                            producer.produce(self.topic, value=m.value, key=m.key, on_delivery=delivered(i))
                         break
                     except BufferError:
                         producer.poll(0.05)
