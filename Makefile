@@ -54,15 +54,17 @@ test-unit: setup
 
 # The randomized tier (tests/chaos): `make test` runs its fixed seeds; here SEED=N[,M,...] replays exactly
 # those scenarios, RUNS=N runs N fresh seeds from CHAOS_BASE (the clock unless given; printed, so that a
-# run can be repeated). CHAOS_WORKERS scenarios run in parallel.
+# run can be repeated). CHAOS_WORKERS scenarios run in parallel; a failed scenario's job log is kept in
+# CHAOS_LOG_DIR.
 SEED ?=
 RUNS ?=
 CHAOS_BASE ?= $(shell date +%s)
 CHAOS_WORKERS ?= 2
+CHAOS_LOG_DIR ?= $(CURDIR)/.run/chaos
 chaos: setup
 	deploy/services.sh jars
 	@echo "chaos: SEED=$(SEED) RUNS=$(RUNS) CHAOS_BASE=$(CHAOS_BASE)"
-	CHAOS_SEED="$(SEED)" CHAOS_RUNS="$(RUNS)" CHAOS_BASE="$(CHAOS_BASE)" deploy/services.sh with -- \
+	CHAOS_SEED="$(SEED)" CHAOS_RUNS="$(RUNS)" CHAOS_BASE="$(CHAOS_BASE)" CHAOS_LOG_DIR="$(CHAOS_LOG_DIR)" deploy/services.sh with -- \
 		$(BIN)/python -m pytest tests/chaos -n $(CHAOS_WORKERS) --maxschedchunk 1 -k scenario $(PYTEST_ARGS)
 
 lint: setup

@@ -336,7 +336,11 @@ class Run:
     def finish(self) -> None:
         job = self.job
         topics = [job.input_topic] + ([] if self.s.keyed else [job.repartition_topic])
-        self.wait(lambda: all(self.offsets.caught_up(t) for t in topics), "every input record committed")
+        try:
+            self.wait(lambda: all(self.offsets.caught_up(t) for t in topics), "every input record committed")
+        except AssertionError as exc:
+            state = "; ".join(f"{t}: (committed, end) {self.offsets.pairs(t)}" for t in topics)
+            raise AssertionError(f"{exc}\n{state}\nwhat the run did:\n" + "\n".join(self.events)) from None
         self.say(f"all committed ({', '.join(topics)}); idle timeout passes")
         self.hold(IDLE_TIMEOUT_S + 1)
         alerts, dlq = job.reader(job.alert_topic), job.reader(job.dlq_topic)

@@ -248,6 +248,11 @@ class Message:
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (Java's murmur2, toPositive, modulo): where `produce` and the router
     put a key, so that the test knows a keyed message's partition before it is sent."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(key: bytes) -> int:
+    """Java's Utils.murmur2 (Kafka), as an unsigned 32-bit value."""
     m, seed = 0x5BD1E995, 0x9747B28C
     length = len(key)
     h = (seed ^ length) & 0xFFFFFFFF
@@ -268,7 +273,7 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     h ^= h >> 13
     h = (h * m) & 0xFFFFFFFF
     h ^= h >> 15
-    return (h & 0x7FFFFFFF) % partitions
+    return h
 
 
 def start_ms(age: str, now_ms: int) -> int:
@@ -368,7 +373,7 @@ def _garbage(kind: str, rng: random.Random, template: dict[str, Any], now_ms: in
     if kind == "undecodable":
         return b"\xff\xfe garbage \x80" + bytes([rng.randrange(128, 256)])
     if kind == "not-an-object":
-        return orjson.dumps(f"just a string {rng.randrange(100)}")
+        return orjson.dumps(rng.randrange(100))  # JSON, but a number
     if kind == "missing-cip":
         return orjson.dumps({k: v for k, v in template.items() if k != "cIP"})
     if kind == "bad-time":

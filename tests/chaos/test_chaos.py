@@ -32,9 +32,21 @@ from .kit import Run
 from .scenario import ALL_DIMENSIONS, make_scenario
 
 # Seeds of `make test`: together they cover every dimension (see the test below), within a few minutes.
-FIXED_SEEDS: list[int] = []
+# Picked by scenario.pick_seeds(range(1, 3000), ...): greedy coverage, cheapest first.
+FIXED_SEEDS: list[int] = [165, 645, 808, 1333, 1512, 1781]
 # Every seed that ever failed, with what it found (kept as regression cases).
-REGRESSION_SEEDS: list[int] = []
+REGRESSION_SEEDS: list[int] = [
+    # Router topology with input partitions that never hold a record (issue 22: caught_up() sees their
+    # lag as None, so no partition is ever idle): the newest window of one by-key partition keeps its
+    # early, partial alert and no final comes. Every run of these failed on 7890dfc.
+    5,  # 4 partitions, 2 empty, 3 hosts, rebalance: by-key partition 2's last window early 30-33 of 54
+    27,  # 8 partitions, 7 empty: by-key partition 1's last window early (210 conns), never final
+    34,  # 6 partitions, 5 empty, broker restart: two last windows early at 34/66 and 30/33
+    40,  # 8 partitions, 3 empty, SIGKILL + restart: by-key partition 7's last window early 74 of 153
+    # Router, 4 partitions, 2 late, 3 hosts, SIGKILL + restart: once (of 2 runs) the group had not
+    # committed every input record 120 s after the feed ended (no detail recorded then; rerun passed).
+    26,
+]
 
 
 def chosen_seeds() -> list[int]:
@@ -53,6 +65,16 @@ def test_fixed_seeds_cover_every_dimension() -> None:
     for seed in FIXED_SEEDS:
         covered |= make_scenario(seed).dimensions()
     assert ALL_DIMENSIONS <= covered, f"not covered: {sorted(ALL_DIMENSIONS - covered)}"
+
+
+def keep_log(job: Job, seed: int) -> None:
+    """A failed scenario's whole job log (every worker's lines) to CHAOS_LOG_DIR, if set."""
+    folder = os.environ.get("CHAOS_LOG_DIR")
+    if folder and job.log.exists():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        target = Path(folder) / f"seed-{seed}-{job.name}.log"
+        shutil.copyfile(job.log, target)
+        sys.stderr.write(f"chaos: the job log is kept in {target}\n")
 
 
 class LazyBroker:
@@ -108,6 +130,7 @@ def test_scenario_equals_replay(
             run = Run(scenario, job, tmp_path, broker, redis)
             run.run()
         except AssertionError as exc:
+            keep_log(job, seed)
             done = "\n".join(run.events) if run is not None else ""
             raise AssertionError(
                 f"chaos {scenario.describe()}\nreplay it: make chaos SEED={seed}\n{exc}\n"
