@@ -22,10 +22,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streams.core.deadletter import dead_letter_key
 from tests.integration.private_services import PrivateKafka, PrivateRedis
 from tests.integration.workerkit import (
     CLOSED,
     Job,
+    Record,
     WorkerProcess,
     http_get,
     latest,
@@ -358,30 +360,31 @@ class Run:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.analysis(values_of(alerts.records))}") from None
         dlq.poll(SETTLE_S)
-        self.check_dead_letters(values_of(dlq.records))
+        self.check_dead_letters(dlq.records)
 
     # ---------------------------------------------------------------------------------------- checks
 
-    def check_dead_letters(self, letters: list[dict[str, Any]]) -> None:
-        """Every bad (and future) message dead-lettered with replay's reason, once by key; nothing else."""
-        want: dict[tuple[str, int, int], str] = {}
+    def check_dead_letters(self, letters: list[Record]) -> None:
+        """Every bad (and future) message dead-lettered with replay's reason, under the key of its source
+        coordinates (so a repeat after a crash replaces its twin: once by key); nothing else."""
+        want: dict[bytes, str] = {}
         for i, m in enumerate(self.msgs):
             if m.reason is not None:
                 partition, offset = self.feed.landed[i]
-                want[(self.job.input_topic, partition, offset)] = m.reason
-        got: dict[tuple[str, int, int], set[str]] = {}
-        keys: Counter[tuple[str, int, int]] = Counter()
-        for d in letters:
-            at = (d["SourceTopic"], d["SourcePartition"], d["SourceOffset"])
-            got.setdefault(at, set()).add(d["Reason"])
-            keys[at] += 1
+                want[dead_letter_key(self.job.input_topic, partition, offset, None)] = m.reason
+        got: dict[bytes, set[str]] = {}
+        for r in letters:
+            d = r.json()
+            key = dead_letter_key(d["SourceTopic"], d["SourcePartition"], d["SourceOffset"], d["RecordIndex"])
+            assert r.key == key, f"a dead letter of {key!r} is keyed {r.key!r}"
+            got.setdefault(key, set()).add(d["Reason"])
         missing = {k: v for k, v in want.items() if k not in got}
         extra = {k: v for k, v in got.items() if k not in want}
         wrong = {k: (want[k], got[k]) for k in want if k in got and got[k] != {want[k]}}
         assert not (missing or extra or wrong), (
             f"dead letters: {len(missing)} missing {dict(list(missing.items())[:5])}, "
             f"{len(extra)} unexpected {dict(list(extra.items())[:5])}, {len(wrong)} with another reason "
-            f"{dict(list(wrong.items())[:5])}; {sum(keys.values())} read for {len(keys)} keys"
+            f"{dict(list(wrong.items())[:5])}; {len(letters)} read for {len(got)} keys"
         )
 
     def analysis(self, alerts: list[dict[str, Any]]) -> str:
