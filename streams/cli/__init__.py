@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from streams import __version__
+from streams.core.escape import printable
 from streams.errors import JobError
 from streams.io.sources import SourceOptions
 from streams.settings import ConfigError, Settings
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except JobError as exc:  # one line naming the cause, never a traceback
-        sys.stderr.write(f"iis-portscan: {exc}\n")
+        sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
         return 2
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from streams.core import rule
 from streams.core.aggregate import SET_NAMES, WindowAgg
 from streams.core.enrich import TRUNCATION_MARK
+from streams.core.escape import dumps
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import WindowKey
@@ -64,11 +63,11 @@ def fit_alert(alert: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     Counts are never touched: ConnectionsCount, portCount and DistinctPortCount stay exact, and
     TrimmedSets names the columns that lost members."""
     budget = max_bytes - _TRIM_SLACK  # room for TrimmedSets and the stream's Revision and Phase
-    size = len(orjson.dumps(alert))
+    size = len(dumps(alert))
     if size <= budget:
         return alert
     excess = size - budget
-    sizes = {name: [len(orjson.dumps(v)) + 1 for v in alert[name]] for name in SET_COLUMNS}
+    sizes = {name: [len(dumps(v)) + 1 for v in alert[name]] for name in SET_COLUMNS}
     totals = {name: sum(member_sizes) for name, member_sizes in sizes.items()}
     trimmed: set[str] = set()
     while excess > 0:
