@@ -16,7 +16,9 @@ from typing import Any
 from streams.core.engine import StreamParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
+    DEFAULT_MAX_ALERT_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_MAX_SET_BYTES,
     DEFAULT_MAX_SET_SIZE,
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_THRESHOLD,
@@ -109,10 +111,38 @@ class Settings:
     max_record_bytes: int = field(
         default=DEFAULT_MAX_RECORD_BYTES,
         metadata=_opt(
-            "largest alert, state or dead-letter record we write (keep it below the broker's and topics' "
-            "max.message.bytes, 1 MB by default): sets lose their largest members, counts stay exact",
+            "largest state or dead-letter record we write, and the ceiling of --max-alert-bytes (keep it "
+            "below the broker's and topics' max.message.bytes, 1 MB by default)",
             int,
             "BYTES",
+        ),
+    )
+    max_alert_bytes: int = field(
+        default=DEFAULT_MAX_ALERT_BYTES,
+        metadata=_opt(
+            "largest alert (and OCSF finding), serialized: SIEMs truncate or refuse large events, so the "
+            "sets lose their largest members first, the identifying fields and counts stay; raise it for "
+            "fuller alerts (at most --max-record-bytes)",
+            int,
+            "BYTES",
+        ),
+    )
+    max_set_bytes: int = field(
+        default=DEFAULT_MAX_SET_BYTES,
+        metadata=_opt(
+            "largest set column of an alert, serialized (its largest members dropped past it; listed in "
+            "TrimmedSets)",
+            int,
+            "BYTES",
+        ),
+    )
+    alert_nul: str = field(
+        default="text",
+        metadata=_opt(
+            "a NUL in an alert's strings (a query's %00): text writes the six characters \\u0000 "
+            "(PostgreSQL jsonb and others refuse JSON's \\u0000 escape); keep publishes the exact value",
+            str,
+            "text|keep",
         ),
     )
     url_plus: str = field(
@@ -419,6 +449,8 @@ class Settings:
             raise ConfigError(
                 f"--log-format / PORTSCAN_LOG_FORMAT must be text or json, got {self.log_format!r}"
             )
+        if self.alert_nul not in ("text", "keep"):
+            raise ConfigError(f"--alert-nul / PORTSCAN_ALERT_NUL takes text or keep, got {self.alert_nul!r}")
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(
                 f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"
@@ -460,6 +492,9 @@ class Settings:
             plus_as_space=self.url_plus == "space",
             max_value_bytes=self.max_value_bytes,
             max_record_bytes=self.max_record_bytes,
+            max_alert_bytes=self.max_alert_bytes,
+            max_set_bytes=self.max_set_bytes,
+            nul_as_text=self.alert_nul == "text",
         )
 
     # ------------------------------------------------------------------ loading

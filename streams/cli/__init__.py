@@ -13,7 +13,17 @@ from streams.errors import JobError
 from streams.io.sources import SourceOptions
 from streams.settings import ConfigError, Settings
 
-RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
+RULE_SETTINGS = (
+    "threshold",
+    "bin",
+    "max_set_size",
+    "url_plus",
+    "max_value_bytes",
+    "max_record_bytes",
+    "max_alert_bytes",
+    "max_set_bytes",
+    "alert_nul",
+)
 CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
 KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
 TOPIC_SETTINGS = (

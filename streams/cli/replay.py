@@ -96,7 +96,7 @@ def run_replay(
     progress.close()
     alerts = detector.alerts()
     ocsf = settings.alert_format == "ocsf"  # one OCSF Detection Finding per alert, bounded like an alert
-    max_bytes = detector.params.max_record_bytes
+    max_bytes = detector.params.max_alert_bytes
     for alert in alerts:
         record = to_ocsf(alert, max_bytes) if ocsf else alert
         out.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))

@@ -137,7 +137,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         settings.alert_topic,
         settings.dlq_topic,
         metrics,
-        ocsf_max_bytes=settings.max_record_bytes if settings.alert_format == "ocsf" else None,
+        ocsf_max_bytes=settings.max_alert_bytes if settings.alert_format == "ocsf" else None,
     )
     detector = Detector(
         settings.stream_params(),
