@@ -186,6 +186,11 @@ class KafkaClientConfig:
             missing = [k for k in needed if not has(k)]
             if missing:
                 raise ClientConfigError(f"sasl.mechanism=OAUTHBEARER needs {', '.join(missing)}")
+            from streams.kafka.oauth import endpoint_problem
+
+            problem = endpoint_problem(p["sasl.oauthbearer.token.endpoint.url"])
+            if problem is not None:
+                raise ClientConfigError(f"sasl.oauthbearer.token.endpoint.url {problem}")
         else:
             missing = [k for k in ("sasl.username", "sasl.password") if not has(k)]
             if missing:
