@@ -425,6 +425,14 @@ class Settings:
             raise ConfigError(
                 f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
             )
+        tls = [self.flag(n) for n in ("redis_ca", "redis_cert", "redis_key") if getattr(self, n)]
+        if tls and not self.store.startswith("rediss://"):
+            raise ConfigError(
+                f"{', '.join(tls)} set but --store / PORTSCAN_STORE is not a rediss:// URL: the connection "
+                "would be plaintext (password included); use rediss://host:port/db"
+            )
+        if bool(self.redis_cert) != bool(self.redis_key):
+            raise ConfigError("--redis-cert and --redis-key go together")
         for name in ("partitions", "replication", "batch_size", "checkpoint_interval", "rocksdb_memory"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")

@@ -202,8 +202,19 @@ def test_statefulset_has_a_volume_per_pod_at_the_data_dir() -> None:
 def test_redis_variant_is_a_deployment_without_persistent_volumes() -> None:
     deployment = workload(render(K8S / "redis"))
     assert deployment["kind"] == "Deployment"
-    env = plain_env(worker_container(deployment))
-    assert env["PORTSCAN_STORE"].startswith(("redis://", "rediss://"))
+    container = worker_container(deployment)
+    env = plain_env(container)
+    # TLS, the server checked against a CA from the Secret: never the password in clear
+    assert env["PORTSCAN_STORE"].startswith("rediss://")
+    ca = env["PORTSCAN_REDIS_CA"]
+    mount = next(m for m in container["volumeMounts"] if ca.startswith(m["mountPath"].rstrip("/") + "/"))
+    secret_name = next(
+        v["secret"]["secretName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )
+    secret = next(s for s in by_kind(render(K8S / "redis"), "Secret") if s["metadata"]["name"] == secret_name)
+    assert ca.rsplit("/", 1)[1] in secret["stringData"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     assert all(set(v) - {"name"} <= {"emptyDir", "secret"} for v in volumes), volumes
 
