@@ -27,7 +27,7 @@ from streams.core.rule import (
 )
 from streams.core.shippers import MessageReader, w3c_fields_problem
 from streams.errors import JobError
-from streams.kafka.client_config import KafkaClientConfig
+from streams.kafka.client_config import REDACTED, KafkaClientConfig, pair_problem
 
 ENV_PREFIX = "PORTSCAN_"
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -81,6 +81,27 @@ def parse_lines(text: str | Sequence[str]) -> tuple[str, ...]:
     """A repeatable setting: the flag's values, or the variable's lines (values may hold ';' or ',')."""
     items = text.splitlines() if isinstance(text, str) else list(text)
     return tuple(item.strip() for item in items if item.strip())
+
+
+def parse_pairs(text: str | Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE lines (or flag values), each checked here so that an error names its line (or the
+    flag's occurrence) and never its text, which may hold a secret (`sasl.password: Hunter2`)."""
+    items = text.splitlines() if isinstance(text, str) else list(text)
+    what = "line" if isinstance(text, str) else "value"
+    for number, item in enumerate(items, 1):
+        problem = pair_problem(item) if item.strip() else None
+        if problem is not None:
+            raise ValueError(f"{what} {number}: {problem}")
+    return parse_lines(text)
+
+
+def redact_url(url: str) -> str:
+    """A URL with the password of its user info (`redis://user:password@host`) redacted."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:{REDACTED}@{host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +225,7 @@ class Settings:
         default=(),
         metadata=_opt(
             "one Kafka client property, over the file's (repeatable; the variable takes one per line)",
-            parse_lines,
+            parse_pairs,
             "KEY=VALUE",
             repeat=True,
         ),
@@ -467,6 +488,21 @@ class Settings:
             self.rule_params()
         except RuleConfigError as exc:
             raise ConfigError(str(exc)) from exc
+
+    def __repr__(self) -> str:
+        """Every setting, secrets redacted: the Redis password (and one in the --store URL), the values of
+        the Kafka client properties (any may be a secret or a reference to one)."""
+        shown: list[str] = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = REDACTED
+            elif f.name == "kafka_config":
+                value = tuple(f"{item.partition('=')[0].strip()}={REDACTED}" for item in value)
+            elif f.name == "store":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def rocksdb_options(self) -> dict[str, int]:
         """faust's RocksDB options for one partition database, from --rocksdb-memory."""
