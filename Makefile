@@ -5,15 +5,19 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Every dependency, the test extras included, pinned with hashes for Python 3.11 on Linux x86_64: the
+# versions the tests ran. `make lock` writes it again from pyproject.toml.
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup services-up services-down services-status test test-unit chaos lint demo bench clean
+.PHONY: help lock setup services-up services-down services-status test test-unit chaos lint demo bench clean
 
 help:
 	@echo "make demo           set up and run the main job on the embedded defaults"
 	@echo "make test           set up, start Kafka and Redis, run every test tier, stop what it started"
-	@echo "make setup          virtualenv in .venv with the package (editable) and the test extras"
+	@echo "make setup          virtualenv in .venv: the locked dependencies (requirements.lock), the package editable"
+	@echo "make lock           write requirements.lock again from pyproject.toml (LOCK_ARGS=--upgrade: newest)"
 	@echo "make services-up    Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379); reuses running ones"
 	@echo "make services-down  stop what services-up started"
 	@echo "make chaos          randomized whole-system scenarios: SEED=N[,M] replays those, RUNS=200 fresh seeds"
@@ -22,13 +26,20 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required ($(PYTHON))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+LOCK_ARGS ?=
+lock: setup
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header $(LOCK_ARGS) --output-file $(LOCK)
 
 services-up:
 	deploy/services.sh up
