@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.windows import META_KEY, START_DIGITS
 from streams.errors import AuthError, StoreUnavailable
+from streams.state.base import SCAN_CHUNK
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
@@ -172,6 +173,45 @@ class RedisStore:
             return out
 
         return await self._retry(f"load partition {partition}", op)
+
+    async def load_meta(self, partition: int) -> bytes | None:
+        p = self._p(partition)
+
+        async def op() -> bytes | None:
+            value: bytes | None = await self.client.get(p + b"meta")
+            return value
+
+        return await self._retry(f"read the meta record of partition {partition}", op)
+
+    async def scan_windows(
+        self, partition: int, from_start_ms: int, to_start_ms: int | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """The bins in range from the `idx` sorted set (ZRANGEBYSCORE), each hash read with HSCAN in
+        chunks: a bin of millions of windows is never one reply. (HSCAN may repeat a field if the
+        hash is resized meanwhile; the worker does not write a partition while it scans it.)"""
+        p = self._p(partition)
+        high = "+inf" if to_start_ms is None else f"({to_start_ms}"
+
+        async def bins() -> list[bytes]:
+            starts: list[bytes] = await self.client.zrangebyscore(p + b"idx", max(0, from_start_ms), high)
+            return starts
+
+        for start in await self._retry(f"list the bins of partition {partition}", bins):
+            bucket = p + b"b:" + start
+            cursor = 0
+            while True:
+
+                async def scan(at: int = cursor, name: bytes = bucket) -> tuple[int, dict[bytes, bytes]]:
+                    found: tuple[int, dict[bytes, bytes]] = await self.client.hscan(
+                        name, at, count=SCAN_CHUNK
+                    )
+                    return found
+
+                cursor, fields = await self._retry(f"scan partition {partition}", scan)
+                if fields:
+                    yield list(fields.items())
+                if cursor == 0:
+                    break
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
         groups = list(self._by_bin(keys).items())
