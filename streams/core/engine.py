@@ -19,11 +19,14 @@ Bounded memory: spilled open windows. The adapter may bound the open windows hel
 records as writes, and `restore(records, limit)` keeps at most `limit` of the stored open windows. The
 engine keeps, per bin, only a count of its spilled windows. Why the answer stays exact:
 
-1. A spilled window's latest record goes out through the normal checkpoint: it is one of `spill`'s
-   writes, which the adapter holds with the step's other writes (serving reads of it from there until
-   they are written) and writes after the alerts it caused were delivered, before the input is
-   acknowledged. So the store, overlaid with the writes not yet written, always holds the latest state
-   of every spilled window; a crash loses only what the replayed input rebuilds (positions, as above).
+1. A spilled window's latest record goes out through the normal checkpoint, never around it. Every
+   change of an open window is in the writes of the step that made it, which the adapter holds until
+   a checkpoint writes them (after the alerts they caused were delivered, before the input is
+   acknowledged) and serves reads from meanwhile. So the store, overlaid with the writes not yet
+   written, holds the latest state of every spilled window: a record changed since the last checkpoint
+   is pending, one that is not is stored as it is. (`spill` returns the records as writes too, for an
+   adapter that does not hold writes that way; the detector needs none.) A crash loses only what the
+   replayed input rebuilds (positions, as above).
 2. Found again when its key returns: `plan` lists for loading a key that is not in memory in a bin with
    spilled windows (the store answers None for a new window), and `step` takes the loaded record back
    in memory as open. The count errs only upwards (a spill counted twice costs lookups, never a miss).

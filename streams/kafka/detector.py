@@ -24,13 +24,14 @@ order of effects is unchanged - alerts delivered, changelog delivered, local sta
 so is what a crash can leave; the broker's round trip no longer stops the processing of input.
 
 Bounded memory (`max_open_windows`): after each fetch, when the engines hold more open windows than the
-bound, the least recently touched of each engine (in proportion to what each holds) are spilled: their
-records join the partition's pending writes, so they reach the store through the checkpoint, in its
-order, and serve reads until then. When a step's watermark closes a bin with spilled windows, the bin's
-windows are read back - pending writes first, then the staged checkpoint, then the store, in chunks -
-and closed before the step's alerts are sent (core.engine's docstring has the argument). A restore
-reads the meta record, then only the windows that can still be open, keeping at most the bound's
-room in memory.
+bound, the least recently touched of each engine (in proportion to what each holds) are spilled. Their
+latest records are already on their way: a changed window is in the partition's pending writes, which
+reach the store through the checkpoint, in its order, and serve reads until then; an unchanged one is
+stored as it is (so a spill costs no write). When a step's watermark closes a bin with spilled windows,
+the bin's windows are read back - pending writes first, then the staged checkpoint, then the store, in
+chunks - and closed before the step's alerts are sent (core.engine's docstring has the argument). A
+restore reads the meta record, then only the windows that can still be open, keeping at most the
+bound's room in memory.
 """
 
 from __future__ import annotations
@@ -265,10 +266,13 @@ class Detector:
         excess = total - self.max_open
         if excess <= 0:
             return
-        for partition, engine in self.engines.items():
+        for engine in self.engines.values():
             share = min(engine.open_count(), -(-excess * engine.open_count() // total))
             if share:
-                self.pending[partition].add(engine.spill(share))
+                # The spilled records need no write of their own: every change of an open window is in
+                # the writes of the step that made it, which `pending` holds (and serves reads from)
+                # until a checkpoint has written them; a window not pending is stored as it is.
+                engine.spill(share)
                 self.metrics.counts["windows_spilled"] += share
 
     async def _close_spilled(self, partition: int, engine: PartitionEngine, out: StepResult) -> None:
