@@ -30,6 +30,9 @@ COUNTER_HELP = {
     "windows_spilled": "open windows spilled to the store past --max-open-windows (read back when needed)",
     "spilled_windows_closed": "spilled windows read back from the store when the watermark closed their bin",
     "stale_batches_skipped": "fetched batches of partitions revoked before they were processed",
+    "fetches_not_handed_on": "partition fetches not handed on (a rebalance began, or paused): read again",
+    "partitions_fenced": "partitions let go because another worker claimed them in the shared store",
+    "events_already_applied": "events skipped because their window had applied them (input read twice)",
     "dead_letters_unsendable": "dead letters the broker refused (logged, not sent)",
     "rebalances": "consumer-group rebalances this worker went through",
     "store_retries": "store operations retried after an error (Redis outage)",
@@ -51,6 +54,7 @@ class Snapshot:
     open_windows: int = 0
     max_open_windows: int = 0
     spilled_windows: int = 0
+    overdue_open_windows: int = 0
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     event_time_lag_seconds: dict[int, float] = field(default_factory=dict)
     watermark_seconds: dict[int, float] = field(default_factory=dict)
@@ -118,6 +122,12 @@ class Metrics(Collector):  # type: ignore[misc]
         )
         yield gauge(
             "spilled_windows", "open windows held in the store only, past the bound", snap.spilled_windows
+        )
+        yield gauge(
+            "overdue_open_windows",
+            "open windows that idleness should have closed: their partition had no input for idle "
+            "timeout + one bin and they ended more than grace ago (0 unless something is wrong)",
+            snap.overdue_open_windows,
         )
         yield gauge(
             "recovery_remaining_records",

@@ -36,7 +36,8 @@ class WindowStore(Protocol):
         ...
 
     async def load_meta(self, partition: int) -> bytes | None:
-        """The partition's meta record (its watermark), read first at assignment."""
+        """The partition's meta record (its watermark), read first at assignment; a store shared by
+        workers claims the partition for this one here (Redis: its fencing token)."""
         ...
 
     def scan_windows(
