@@ -680,6 +680,251 @@ def step_memory_hostile(ctx: Ctx, scanners: int, baseline_rss: float) -> tuple[S
     return step, rss
 
 
+# ---------------------------------------------------------------------------- memory under a bound
+# A flood of distinct clients in one bin (issue 23: 2,000,000 IPv6 addresses), with --max-open-windows:
+# the worker spills, reads spilled windows back when their client returns, and closes the bin from the
+# store; then a restart on the stored state restores only what the bound allows. A memory limit is
+# applied as the kernel's OOM killer would apply a pod's: a watchdog kills the worker whose RSS passes
+# it, and the peak (VmHWM, which no poll can miss) must stay below it.
+
+FLOOD_SCANNERS = 20  # per group: spilled and never back; spilled and back; only at the end
+FLOOD_PORTS = 40
+
+
+def flood_bin(keys: int, bin_start_ms: int) -> Iterator[dict[str, Any]]:
+    """`keys` one-request clients (IPv6, all distinct) spread over one bin, in time order, plus three
+    groups of port scanners: A sends its 40 ports at the start of the bin (spilled by the flood, closed
+    from the store), B 10 ports at the start and 30 at the end (spilled, then read back), C all 40 at
+    the end (in memory when the bin closes)."""
+
+    def request(t: int, cip: str, port: int) -> dict[str, Any]:
+        return {
+            "TimeGenerated": format_iso_ms(t),
+            "Computer": "WEB01.contoso.local",
+            "sIP": "10.0.0.11",
+            "sPort": port,
+            "cIP": cip,
+            "csMethod": "GET",
+            "csUriStem": "/",
+            "csUriQuery": "-",
+            "csUserName": "-",
+            "sSiteName": "W3SVC1",
+            "csUserAgent": "Mozilla/5.0+(Windows+NT+10.0;+Win64;+x64)",
+            "scStatus": "404",
+            "scSubStatus": "0",
+            "scWin32Status": "2",
+            "Type": "W3CIISLog",
+        }
+
+    def scanner(group: str, n: int) -> str:
+        return f"2001:db8:ffff:{group}::{n:x}"
+
+    t = bin_start_ms
+    for n in range(FLOOD_SCANNERS):
+        for port in range(FLOOD_PORTS):
+            yield request(t, scanner("a", n), 8000 + port)
+        for port in range(10):
+            yield request(t, scanner("b", n), 8000 + port)
+    span = 590_000  # the flood; the last 10 s of the bin hold the returning scanners
+    for i in range(keys):
+        cip = f"2001:db8:{i >> 32 & 0xFFFF:x}:{i >> 16 & 0xFFFF:x}:{i & 0xFFFF:x}::1"
+        yield request(bin_start_ms + 1 + i * span // keys, cip, 443)
+    t = bin_start_ms + span + 5_000
+    for n in range(FLOOD_SCANNERS):
+        for port in range(10, FLOOD_PORTS):
+            yield request(t, scanner("b", n), 8000 + port)
+        for port in range(FLOOD_PORTS):
+            yield request(t, scanner("c", n), 8000 + port)
+
+
+class PhaseReader(AlertReader):
+    """Our alert topic, with the AlertIds of the final alerts."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.final_seen: set[str] = set()
+        super().__init__(brokers, topic)
+
+    def on_alert(self, alert: dict[str, Any], now: float) -> None:
+        super().on_alert(alert, now)
+        if alert.get("Phase") == "final":
+            self.final_seen.add(alert["AlertId"])
+
+
+class RssWatchdog:
+    """Kills a process whose RSS passes `limit_mb`, as a pod's memory limit would (polled every 20 ms)."""
+
+    def __init__(self, pid: int, limit_mb: float) -> None:
+        self.pid, self.limit_mb = pid, limit_mb
+        self.killed_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self._stop.wait(0.02):
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            rss = next((int(x.split()[1]) / 1024 for x in text.splitlines() if x.startswith("VmRSS:")), 0.0)
+            if rss > self.limit_mb:
+                self.killed_at = rss
+                os.kill(self.pid, signal.SIGKILL)
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def step_memory_bound(
+    ctx: Ctx, keys: int, bound: int, limit_mb: float, baseline: bool
+) -> tuple[list[Step], dict[str, Any]]:
+    """`keys` distinct clients in one bin through a worker holding at most `bound` open windows under
+    `limit_mb` of RSS; stopped, restarted on its stored state (restore), the bin closed by a later event:
+    every alert (early and final) must be replay's. With `baseline`, the same flood without the bound
+    (no limit applied: the peak it reaches is the number)."""
+    now_ms = int(time.time() * 1000)
+    bin_start_ms = now_ms - now_ms % 600_000 - 3_600_000
+    topic = ctx.topic("flood-in")
+    log(f"memory bound: producing {keys:,} events from {keys:,} IPv6 clients in one bin (+ scanners)")
+    (expected,), load_s = fill(
+        ctx.brokers,
+        [(topic, 0)],
+        flood_bin(keys, bin_start_ms),
+        RuleParams(),
+        progress=lambda n: log(f"load: {n:,}"),
+    )
+    log(
+        f"memory bound: {expected.events:,} events in {load_s:.1f}s; "
+        f"replay finds {len(expected.alert_ids)} alerts"
+    )
+    # Watermarks are per partition: one event after the bin's end + grace from 64 clients reaches
+    # every partition (of a few) and closes the bin in each.
+    closers = [
+        {
+            "TimeGenerated": format_iso_ms(bin_start_ms + 600_000 + 120_000),
+            "Computer": "WEB01.contoso.local",
+            "sIP": "10.0.0.11",
+            "sPort": 443,
+            "cIP": f"2001:db8:ffff:ffff::{n:x}",
+            "Type": "W3CIISLog",
+        }
+        for n in range(64)
+    ]
+    results: dict[str, Any] = {"keys": keys, "bound": bound, "limit_mb": limit_mb}
+    steps: list[Step] = []
+    alerts = ctx.topic("flood-alerts")
+    reader = PhaseReader(ctx.brokers, alerts)
+    env = {
+        "PORTSCAN_INPUT_TOPIC": topic,
+        "PORTSCAN_ALERT_TOPIC": alerts,
+        "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
+        "PORTSCAN_MAX_OPEN_WINDOWS": str(bound),
+        "PORTSCAN_IDLE_TIMEOUT": "0",  # the bin closes by event time only: by the closer, in run 2
+    }
+
+    def watched(
+        worker: Worker, what: str, pred: Callable[[], bool], timeout: float
+    ) -> tuple[float, float, float]:
+        """(seconds, CPU seconds, peak RSS MB) of `worker` until `pred`, under the limit."""
+        dog = RssWatchdog(worker.proc.pid, limit_mb)
+        try:
+            started = time.perf_counter()
+            cpu0 = proc_cpu_s(worker.proc.pid)
+            wait_until(pred, timeout, what, worker, 0.1)
+            seconds = time.perf_counter() - started
+            return seconds, proc_cpu_s(worker.proc.pid) - cpu0, worker.peak_rss_mb()
+        except RuntimeError as exc:
+            if dog.killed_at is not None:
+                why = f"{what}: killed at {dog.killed_at:.0f} MB RSS (limit {limit_mb:.0f} MB)"
+                raise RuntimeError(why) from exc
+            raise
+        finally:
+            dog.close()
+
+    try:
+        first = Worker(ctx, "flood", env)
+        try:
+            seconds, cpu, rss1 = watched(
+                first, "every flood event", lambda: first.events() >= expected.events, 3600
+            )
+            spilled = first.metrics().get("iis_portscan_windows_spilled_total", 0)
+            dead = first.dead_letters()
+        finally:
+            first.stop()
+        early = len(reader.early_seen.keys() & expected.alert_ids)
+        ok1 = rss1 < limit_mb and dead == 0
+        steps.append(
+            Step(
+                f"ours: {keys:,} clients in one bin, bound {bound:,}",
+                expected.events,
+                seconds,
+                ok1,
+                f"peak RSS {rss1:.0f} MB (limit {limit_mb:.0f}), {spilled:,.0f} windows spilled, "
+                f"{early}/{len(expected.alert_ids)} early alerts so far, "
+                f"{expected.events / cpu:,.0f} events per CPU-second",
+                cpu,
+            )
+        )
+        results.update(
+            flood_seconds=round(seconds, 1), flood_peak_rss_mb=round(rss1), windows_spilled=spilled
+        )
+        shutil.move(str(first.log_path), str(first.log_path.with_suffix(".run1.log")))
+        fill(ctx.brokers, [(topic, 0)], closers, RuleParams())
+        second = Worker(ctx, "flood", env)  # same app id and data dir: a restart on the stored state
+        try:
+            missing = lambda: expected.alert_ids - reader.final_seen  # noqa: E731
+            # every final alert, and every partition's bin closed (not only those of alerting windows)
+            closed_all = lambda: second.metrics().get("iis_portscan_spilled_windows", 1) == 0  # noqa: E731
+            seconds, cpu, rss2 = watched(
+                second, "every final alert and the close", lambda: not missing() and closed_all(), 1200
+            )
+            closed = second.metrics().get("iis_portscan_spilled_windows_closed_total", 0)
+        finally:
+            second.stop()
+        got = set(reader.first_seen)
+        extra = got - expected.alert_ids
+        ok2 = (
+            rss2 < limit_mb and not missing() and not extra and reader.early_seen.keys() == expected.alert_ids
+        )
+        steps.append(
+            Step(
+                "ours: restart on that state, the bin closed",
+                keys,
+                seconds,
+                ok2,
+                f"peak RSS {rss2:.0f} MB (limit {limit_mb:.0f}); {closed:,.0f} spilled windows read back at "
+                f"close; alerts: {len(reader.early_seen.keys() & expected.alert_ids)} early, "
+                f"{len(reader.final_seen & expected.alert_ids)} final "
+                f"of {len(expected.alert_ids)} as replay, "
+                f"{len(extra)} extra",
+                cpu,
+            )
+        )
+        results.update(
+            restart_seconds=round(seconds, 1), restart_peak_rss_mb=round(rss2), spilled_closed=closed
+        )
+        results["alerts_equal_replay"] = ok2
+    finally:
+        reader.close()
+    if baseline:
+        log("memory bound: the same flood without the bound (no limit applied)")
+        step, rss = step_ours(
+            ctx,
+            "flood-unbounded",
+            topic,
+            expected,
+            {"PORTSCAN_MAX_OPEN_WINDOWS": "0", "PORTSCAN_IDLE_TIMEOUT": "0"},
+        )
+        step.name = f"ours: {keys:,} clients in one bin, unbounded"
+        step.ok = True  # a baseline: its early alerts are checked by step_ours; the number is its peak
+        steps.append(step)
+        results["unbounded_peak_rss_mb"] = round(rss)
+    return steps, results
+
+
 # ------------------------------------------------------------------------------------------- peers
 # What users would pick instead, on the same topic in the same run: Kafka Streams (benchmarks/peers/
 # kstreams, built with Maven) and Quix Streams (benchmarks/peers/quix_peer.py, in its own virtualenv).
@@ -1302,6 +1547,25 @@ def table(steps: list[Step], limit: Step) -> str:
     return "\n".join(lines)
 
 
+def run_memory_bound(ctx: Ctx, args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
+    """`--only memory-bound`: that step alone, its table and results."""
+    try:
+        steps, results["memory_bound"] = step_memory_bound(
+            ctx, args.flood_keys, args.flood_bound, args.flood_limit_mb, args.flood_baseline
+        )
+    finally:
+        ctx.cleanup()
+    for s in steps:
+        verdict = "ok" if s.ok else "FAIL"
+        print(f"{s.name:48} {s.events:>10,} {s.seconds:>8.1f} {s.eps:>10,.0f}  {verdict}: {s.note}")
+    print(json.dumps(results, indent=2))
+    results["checks_ok"] = all(s.ok for s in steps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {out}")
+    return 0 if results["checks_ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000, help="events in the throughput topic")
@@ -1312,13 +1576,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hostile-scanners", type=int, default=200, help="windows filled with unique long values (memory)"
     )
+    parser.add_argument(
+        "--flood-keys",
+        type=int,
+        default=2_000_000,
+        help="distinct IPv6 clients in one bin (memory-bound step)",
+    )
+    parser.add_argument(
+        "--flood-bound",
+        type=int,
+        default=500_000,
+        help="--max-open-windows of the memory-bound step's worker (the worker's default)",
+    )
+    parser.add_argument(
+        "--flood-limit-mb", type=float, default=1024, help="memory limit of the memory-bound step (RSS, MB)"
+    )
+    parser.add_argument(
+        "--flood-baseline",
+        action="store_true",
+        help="also run the memory-bound step's flood through an unbounded worker (its peak RSS)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run this one step alone (memory-bound), without the load and throughput steps",
+    )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated steps to skip: naive,redis,recovery,scale,unkeyed,kstreams,quix,latency,memory",
+        help="comma-separated steps to skip: naive,redis,recovery,scale,unkeyed,kstreams,quix,latency,memory,"
+        "memory-bound",
     )
     add_peer_args(parser)
     parser.add_argument(
@@ -1354,6 +1644,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, Any] = {"events": args.events, "machine": machine(ctx)}
     steps: list[Step] = []
+    if args.only:
+        if args.only != "memory-bound":
+            raise SystemExit(f"bench: --only takes memory-bound, got {args.only!r}")
+        return run_memory_bound(ctx, args, results, Path(args.output))
     try:
         params = RuleParams()
         work = Workload(events=args.events, seed=args.seed, span_ms=6 * 3_600_000, benign_clients=50_000)
@@ -1465,6 +1759,11 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(hostile)
             results["peak_rss_mb_hostile"] = round(hostile_rss)
             results["hostile_windows"] = args.hostile_scanners
+        if "memory-bound" not in skip:
+            bound_steps, results["memory_bound"] = step_memory_bound(
+                ctx, args.flood_keys, args.flood_bound, args.flood_limit_mb, args.flood_baseline
+            )
+            steps.extend(bound_steps)
         results["checks_ok"] = all(s.ok for s in steps)
         results["steps"] = [
             {

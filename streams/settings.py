@@ -309,6 +309,16 @@ class Settings:
             "MIB",
         ),
     )
+    max_open_windows: int = field(
+        default=500_000,
+        metadata=_opt(
+            "open windows a worker holds in memory, over all its partitions (0 = unbounded): past it the "
+            "least recently touched are spilled to the store and read back when their key returns, so "
+            "the answer stays exact; ~400-600 bytes each at the default (README, Memory model)",
+            int,
+            "N",
+        ),
+    )
     # Event time.
     grace: int = field(
         default=120_000,
@@ -457,6 +467,11 @@ class Settings:
         for name in ("partitions", "replication", "batch_size", "checkpoint_interval", "rocksdb_memory"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
+        if self.max_open_windows < 0:
+            raise ConfigError(
+                f"{self.flag('max_open_windows')} / {self.env_name('max_open_windows')} must be 0 "
+                "(unbounded) or more"
+            )
         if not _APP_ID.fullmatch(self.app_id):
             raise ConfigError(
                 f"--app-id / PORTSCAN_APP_ID may hold only letters, digits, '.', '_' and '-' (1-200 of "

@@ -49,6 +49,10 @@ class PendingWrites:
         """A window's record not written yet (the store's copy of it is stale)."""
         return self._records.get(key)
 
+    def items_from(self, prefix: bytes) -> list[tuple[bytes, WindowRecord]]:
+        """The records not written yet whose key starts with `prefix` (a bin's: see core.windows)."""
+        return [(key, rec) for key, rec in self._records.items() if key.startswith(prefix)]
+
     def __len__(self) -> int:
         return len(self._records) + (self._meta is not None)
 

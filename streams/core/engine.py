@@ -15,12 +15,40 @@ The partition's meta record (watermark, newest event time) is written before the
 same step, so a window closed by a watermark is never reopened by a restore that lost that watermark; and
 it is written whenever either changes, so a restored partition closes by idleness every window its
 events opened (`tick` closes up to the newest event time + one bin).
+
+Bounded memory: spilled open windows. The adapter may bound the open windows held in memory
+(`--max-open-windows`): `spill(n)` drops the n least recently touched open windows and returns their
+records as writes, and `restore(records, limit)` keeps at most `limit` of the stored open windows. The
+engine keeps, per bin, only a count of its spilled windows. Why the answer stays exact:
+
+1. A spilled window's latest record goes out through the normal checkpoint, never around it. Every
+   change of an open window is in the writes of the step that made it, which the adapter holds until
+   a checkpoint writes them (after the alerts they caused were delivered, before the input is
+   acknowledged) and serves reads from meanwhile. So the store, overlaid with the writes not yet
+   written, holds the latest state of every spilled window: a record changed since the last checkpoint
+   is pending, one that is not is stored as it is. (`spill` returns the records as writes too, for an
+   adapter that does not hold writes that way; the detector needs none.) A crash loses only what the
+   replayed input rebuilds (positions, as above).
+2. Found again when its key returns: `plan` lists for loading a key that is not in memory in a bin with
+   spilled windows (the store answers None for a new window), and `step` takes the loaded record back
+   in memory as open. The count errs only upwards (a spill counted twice costs lookups, never a miss).
+3. Closed by the watermark although not in memory: when the watermark passes the end of a bin that has
+   spilled windows, the step's `closing` names that bin with the keys it closed from memory. The adapter
+   reads the bin's other windows - the latest version of each: its writes not yet written first, then
+   the store - and hands them to `close_spilled` before it writes the step's meta record, which emits
+   their `final` alerts like those of the windows closed from memory. The alerts are sent before the
+   checkpoint that writes the watermark, so a crash before it closes the bin again after the restart
+   (a repeated alert, same AlertId and revision), and a crash after it has delivered them.
+4. A restore reads only the windows that can still be open (window start + bin > watermark: a range by
+   key, which starts with the window start) and counts those past `limit` as spilled without decoding
+   them; closed windows are read only when a late event of theirs comes, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -59,6 +87,10 @@ class StepResult:
     writes: dict[bytes, WindowRecord | Meta] = field(default_factory=dict)
     rejected: list[tuple[int, ParseError]] = field(default_factory=list)  # (index in the batch, why)
     expire_before_ms: int | None = None  # delete stored windows that start before this
+    # Bins whose spilled windows this step closed: bin start -> the keys it closed from memory. The
+    # adapter passes the bin's other stored windows to `PartitionEngine.close_spilled` before it writes
+    # this result's meta record (see the module docstring).
+    closing: dict[int, set[bytes]] = field(default_factory=dict)
     already_applied: int = 0  # events skipped: their window had applied them (input read twice)
 
 
@@ -67,9 +99,10 @@ class Plan:
     """A batch made ready for `PartitionEngine.step`: each item's store key, and the keys to load.
 
     `load` lists the batch's windows that the store may hold: closed ones, which end at or before the
-    watermark and are not in memory. A window that ends after the watermark is open if it exists at all
-    (the watermark never goes back, and open windows are all in memory), so its lookup is skipped: most
-    events fall in such windows. The plan is only valid at the watermark it was made at (`step` checks)."""
+    watermark and are not in memory, and open ones not in memory in a bin that has spilled windows. A
+    window that ends after the watermark in a bin without spilled windows is in memory if it exists at
+    all (the watermark never goes back), so its lookup is skipped: most events fall in such windows. The
+    plan is only valid at the watermark it was made at (`step` checks)."""
 
     batch: Sequence[tuple[int, IISEvent]]  # (position, event), see state_records.position
     keys: list[bytes]  # the store key of each item, in batch order
@@ -82,12 +115,14 @@ class StalePlan(RuntimeError):
 
 
 class PartitionEngine:
-    """Open windows of one input partition, kept in memory; closed ones live only in the store."""
+    """Open windows of one input partition, kept in memory (least recently touched first) unless
+    spilled; closed ones live only in the store."""
 
     __slots__ = (
         "_by_end",
         "_expired_to",
         "_prefixes",
+        "_spilled",
         "enricher",
         "last_input_wall_ms",
         "meta",
@@ -101,24 +136,40 @@ class PartitionEngine:
             plus_as_space=params.rule.plus_as_space, max_value_bytes=params.rule.max_value_bytes
         )
         self.meta = meta or Meta()
-        self.open: dict[bytes, WindowRecord] = {}  # store key -> record (the key is decoded only to alert)
+        # store key -> record (the key is decoded only to alert), least recently touched first
+        self.open: dict[bytes, WindowRecord] = {}
         self._by_end: dict[int, list[bytes]] = {}  # window end -> keys of the open windows ending then
+        self._spilled: dict[int, int] = {}  # window end -> open windows of that bin in the store only
         self._prefixes: dict[int, bytes] = {}  # window start -> its encoded store-key prefix
         self.last_input_wall_ms = now_ms
         self._expired_to = NO_TIME
 
     # ------------------------------------------------------------------ loading
 
-    def restore(self, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """Admit stored window records (at assignment); open ones are kept in memory."""
+    def open_from_ms(self) -> int:
+        """The earliest window start that can still be open: what a restore reads from the store."""
+        watermark = self.meta.watermark
+        return 0 if watermark == NO_TIME else max(0, watermark - self.params.rule.bin_ms + 1)
+
+    def restore(self, records: Iterable[tuple[bytes, bytes]], limit: int | None = None) -> None:
+        """Admit stored window records (at assignment, possibly in chunks); open ones are kept in memory
+        while fewer than `limit` are, the others counted as spilled (not decoded: see the module
+        docstring). Closed ones and the meta record are skipped."""
         share = self.enricher.share
         bin_ms, watermark = self.params.rule.bin_ms, self.meta.watermark
+        open_, spilled = self.open, self._spilled
         for key, data in records:
-            if key == META_KEY:
+            if key == META_KEY or key in open_:
+                continue
+            start = key_start_ms(key)
+            if start + bin_ms <= watermark:  # closed: see `_advance`
+                continue
+            if limit is not None and len(open_) >= limit:
+                end = start + bin_ms
+                spilled[end] = spilled.get(end, 0) + 1
                 continue
             rec = WindowRecord.from_bytes(data)
-            start = key_start_ms(key)
-            if not rec.closed and start + bin_ms > watermark:  # see `_advance`
+            if not rec.closed:
                 rec.share_sets(share)
                 self._admit(key, start, rec)
 
@@ -147,6 +198,7 @@ class PartitionEngine:
         open_ = self.open
         prefixes = self._prefixes
         dumps = orjson.dumps
+        spilled = self._spilled
         load: dict[bytes, None] = {}
         keys: list[bytes] = []
         for _, ev in batch:
@@ -155,7 +207,7 @@ class PartitionEngine:
             # windows.encode_key(WindowKey(start, cIP, Computer, sIP)), with the start's prefix memoised
             key = (prefixes.get(start) or self._prefix(start)) + dumps((ev.cIP, ev.Computer, ev.sIP))
             keys.append(key)
-            if start <= closed_before and key not in open_:
+            if (start <= closed_before or (spilled and start + bin_ms in spilled)) and key not in open_:
                 load[key] = None
         return Plan(batch, keys, list(load), watermark)
 
@@ -225,6 +277,9 @@ class PartitionEngine:
                     rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
                     if start + bin_ms <= watermark:
                         rec.closed = True  # its stored form may predate the close: see `_advance`
+                    else:  # a spilled open window: back in memory (even if this event is a repeat)
+                        self._unspill(start + bin_ms)
+                        touched[key] = rec
             if not rec.first_time(offset):
                 out.already_applied += 1
                 continue  # applied before a restart: exactly-once state effect
@@ -265,6 +320,9 @@ class PartitionEngine:
             else:
                 if key not in open_:
                     self._admit(key, rec.first_ms - rec.first_ms % bin_ms, rec)
+                else:  # the most recently touched last: `spill` takes the coldest first
+                    del open_[key]
+                    open_[key] = rec
                 if reached and rec.alerts_sent == 0 and p.early:
                     rec.alerts_sent = 1
                     early.append(self._alert(key, rec, "early"))
@@ -303,16 +361,22 @@ class PartitionEngine:
         rule = self.params.rule
         cap, threshold, final = rule.max_set_size, rule.threshold, self.params.final
         open_pop = self.open.pop
+        spilled = self._spilled
         finals: list[dict[str, Any]] = []
-        for end in sorted(e for e in self._by_end if e <= watermark):
-            for key in self._by_end.pop(end):
+        for end in sorted(e for e in self._by_end.keys() | spilled.keys() if e <= watermark):
+            closed: set[bytes] | None = set() if spilled.pop(end, 0) else None
+            for key in self._by_end.pop(end, ()):
                 rec = open_pop(key, None)
                 if rec is None:
-                    continue  # listed twice
+                    continue  # listed twice, or spilled
                 rec.closed = True
+                if closed is not None:
+                    closed.add(key)
                 if final and rec.port_count(cap) >= threshold:
                     rec.alerts_sent += 1
                     finals.append(self._alert(key, rec, "final"))
+            if closed is not None:
+                out.closing[end - rule.bin_ms] = closed
         finals.sort(key=alert_sort_key)
         out.alerts.extend(finals)
         horizon = watermark - self.params.retention_ms - rule.bin_ms
@@ -320,6 +384,52 @@ class PartitionEngine:
         if horizon > self._expired_to:
             self._expired_to = horizon
             out.expire_before_ms = horizon + 1  # windows starting at or before horizon are past retention
+
+    # ------------------------------------------------------------------ spilling
+
+    def spill(self, count: int) -> StepResult:
+        """Drop the `count` least recently touched open windows from memory; their records are the
+        result's writes, to be written by the normal checkpoint (see the module docstring)."""
+        out = StepResult()
+        open_, spilled, bin_ms = self.open, self._spilled, self.params.rule.bin_ms
+        for key in list(islice(open_, max(0, count))):
+            rec = open_.pop(key)
+            end = key_start_ms(key) + bin_ms
+            spilled[end] = spilled.get(end, 0) + 1
+            out.writes[key] = rec  # its entry in `_by_end` stays: `_advance` skips it
+        return out
+
+    def _unspill(self, end: int) -> None:
+        left = self._spilled.get(end, 0) - 1
+        if left > 0:
+            self._spilled[end] = left
+        else:
+            self._spilled.pop(end, None)
+
+    def close_spilled(self, out: StepResult, records: Iterable[tuple[bytes, bytes | WindowRecord]]) -> None:
+        """Close spilled windows of a bin in `out.closing` (the adapter reads them, the latest version of
+        each, leaving out the keys listed there): their `final` alerts join `out`'s, in order."""
+        rule = self.params.rule
+        cap, threshold = rule.max_set_size, rule.threshold
+        finals: list[dict[str, Any]] = []
+        for key, data in records:
+            rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
+            if rec.closed:
+                continue  # closed already: nothing to close (a record can only be so if it is)
+            rec.closed = True
+            if self.params.final and rec.port_count(cap) >= threshold:
+                rec.alerts_sent += 1
+                finals.append(self._alert(key, rec, "final"))
+        if finals:
+            alerts = out.alerts
+            first = len(alerts)
+            while first and alerts[first - 1]["Phase"] == "final":
+                first -= 1
+            alerts[first:] = sorted([*alerts[first:], *finals], key=alert_sort_key)
+
+    def spilled_count(self) -> int:
+        """Open windows in the store only (an upper bound: see the module docstring)."""
+        return sum(self._spilled.values())
 
     def _alert(self, key: bytes, rec: WindowRecord, phase: str) -> dict[str, Any]:
         alert = build_alert(decode_key(key), rec, self.params.rule)

@@ -148,6 +148,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
         reader=settings.message_reader(),
+        max_open_windows=settings.max_open_windows,
     )
     app.before_consumer_stop.append(detector.close)
 
@@ -216,6 +217,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             ready=settled(),
             partitions=len(detector.engines),
             open_windows=sum(e.open_count() for e in detector.engines.values()),
+            max_open_windows=detector.max_open,
+            spilled_windows=sum(e.spilled_count() for e in detector.engines.values()),
             overdue_open_windows=detector.overdue(now),
             consumer_lag={(tp.topic, tp.partition): n for tp, n in lags.items() if n is not None},
             event_time_lag_seconds=event_lag,

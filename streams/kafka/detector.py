@@ -22,6 +22,16 @@ their acknowledgement (they have had a checkpoint's time to arrive), writes the 
 then acknowledges that checkpoint's input. Until then reads of its windows are served from its bytes. The
 order of effects is unchanged - alerts delivered, changelog delivered, local state, input acknowledged -
 so is what a crash can leave; the broker's round trip no longer stops the processing of input.
+
+Bounded memory (`max_open_windows`): after each fetch, when the engines hold more open windows than the
+bound, the least recently touched of each engine (in proportion to what each holds) are spilled. Their
+latest records are already on their way: a changed window is in the partition's pending writes, which
+reach the store through the checkpoint, in its order, and serve reads until then; an unchanged one is
+stored as it is (so a spill costs no write). When a step's watermark closes a bin with spilled windows,
+the bin's windows are read back - pending writes first, then the staged checkpoint, then the store, in
+chunks - and closed before the step's alerts are sent (core.engine's docstring has the argument). A
+restore reads the meta record, then only the windows that can still be open, keeping at most the
+bound's room in memory.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from streams.core.engine import PartitionEngine, StepResult, StreamParams
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
-from streams.core.windows import META_KEY
+from streams.core.windows import START_DIGITS
 from streams.errors import Fenced
 from streams.kafka.messages import (
     SEQ_SHIFT,
@@ -87,8 +97,10 @@ class Detector:
         metrics: Metrics | None = None,
         trust_headers: bool = True,
         reader: MessageReader | None = None,
+        max_open_windows: int = 0,
     ) -> None:
         self.params = params
+        self.max_open = max_open_windows  # 0: unbounded
         self.store = store
         self.publisher = publisher
         self.acknowledge = acknowledge
@@ -129,17 +141,21 @@ class Detector:
         if engine is None:
             if partition in self.revoked:
                 raise RuntimeError(f"partition {partition} was revoked from this worker")
-            records = await self.store.load_partition(partition)
-            meta = Meta.from_bytes(dict(records).get(META_KEY))
+            meta = Meta.from_bytes(await self.store.load_meta(partition))
             engine = PartitionEngine(self.params, meta, self.clock())
-            engine.restore(records)
+            limit = None
+            if self.max_open:
+                limit = max(0, self.max_open - sum(e.open_count() for e in self.engines.values()))
+            async for chunk in self.store.scan_windows(partition, engine.open_from_ms()):
+                engine.restore(chunk, limit)
             self.engines[partition] = engine
             self.pending[partition] = PendingWrites()
             self.checkpointed[partition] = time.monotonic()
             log.info(
-                "partition %d: restored %d open windows, watermark %s",
+                "partition %d: restored %d open windows (%d more left in the store), watermark %s",
                 partition,
                 engine.open_count(),
+                engine.spilled_count(),
                 meta.watermark,
             )
         return engine
@@ -178,6 +194,7 @@ class Detector:
                     continue
                 await self._process_partition(tp.partition, records)
                 unacked[tp] = records[-1].offset
+            self._bound_open()
             self.metrics.counts["batches"] += 1
             self.batches_since_tick += 1
             self.metrics.seconds["processing"] += time.perf_counter() - started
@@ -216,6 +233,8 @@ class Detector:
         plan = engine.plan(batch)
         loaded = await self._load(partition, plan.load) if plan.load else {}
         out = engine.step(plan, loaded, now)
+        if out.closing:
+            await self._close_spilled(partition, engine, out)
         if out.already_applied:
             self.metrics.counts["events_already_applied"] += out.already_applied
             notices.note(
@@ -251,6 +270,50 @@ class Detector:
             loaded.update(await self.store.get_many(partition, missing))
         return loaded
 
+    def _bound_open(self) -> None:
+        """Spill the least recently touched open windows past `max_open_windows`, from each engine in
+        proportion to the open windows it holds (see the module docstring)."""
+        if not self.max_open:
+            return
+        total = sum(e.open_count() for e in self.engines.values())
+        excess = total - self.max_open
+        if excess <= 0:
+            return
+        for engine in self.engines.values():
+            share = min(engine.open_count(), -(-excess * engine.open_count() // total))
+            if share:
+                # The spilled records need no write of their own: every change of an open window is in
+                # the writes of the step that made it, which `pending` holds (and serves reads from)
+                # until a checkpoint has written them; a window not pending is stored as it is.
+                engine.spill(share)
+                self.metrics.counts["windows_spilled"] += share
+
+    async def _close_spilled(self, partition: int, engine: PartitionEngine, out: StepResult) -> None:
+        """Close the spilled windows of the bins `out.closing` names, before `out` is emitted: each
+        window's latest record is its pending write, else the staged checkpoint's, else the store's."""
+        pending = self.pending[partition]
+        staged = self.staged.changes.get(partition, {}) if self.staged is not None else {}
+        for start, closed in out.closing.items():
+            prefix = b"%0*d" % (START_DIGITS, start)
+            done = set(closed)
+            newer: list[tuple[bytes, bytes | WindowRecord]] = []
+            for key, rec in pending.items_from(prefix):
+                if key not in done:
+                    done.add(key)
+                    newer.append((key, rec))
+            for key, data in staged.items():
+                if key.startswith(prefix) and key not in done:
+                    done.add(key)
+                    newer.append((key, data))
+            engine.close_spilled(out, newer)
+            count = len(newer)
+            async for chunk in self.store.scan_windows(partition, start, start + 1):
+                fresh = [(key, data) for key, data in chunk if key not in done]
+                count += len(fresh)
+                engine.close_spilled(out, fresh)
+            self.metrics.counts["spilled_windows_closed"] += count
+        out.closing = {}
+
     async def tick(self, partitions: Iterable[int]) -> None:
         """Idle housekeeping (timer, every second) for the owned partitions that are caught up: their
         position is at the end offset. A lagging partition is never idle, however long its batches
@@ -262,6 +325,8 @@ class Detector:
                     continue
                 engine = await self.engine(partition)
                 out = engine.tick(now)
+                if out.closing:
+                    await self._close_spilled(partition, engine, out)
                 if out.alerts or out.writes or out.expire_before_ms is not None:
                     self._emit(partition, out, [])
             overdue = self.overdue(now)
@@ -439,6 +504,7 @@ class Detector:
     def gauges(self) -> dict[str, float]:
         return {
             "open_windows": sum(e.open_count() for e in self.engines.values()),
+            "spilled_windows": sum(e.spilled_count() for e in self.engines.values()),
             "partitions": len(self.engines),
         }
 

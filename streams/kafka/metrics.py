@@ -27,6 +27,8 @@ COUNTER_HELP = {
     "records_written": "window and watermark records written to the store",
     "checkpoints": "checkpoints completed (alerts delivered, state written, input acknowledged)",
     "windows_expired": "closed windows deleted past the retention",
+    "windows_spilled": "open windows spilled to the store past --max-open-windows (read back when needed)",
+    "spilled_windows_closed": "spilled windows read back from the store when the watermark closed their bin",
     "stale_batches_skipped": "fetched batches of partitions revoked before they were processed",
     "fetches_not_handed_on": "partition fetches not handed on (a rebalance began, or paused): read again",
     "partitions_fenced": "partitions let go because another worker claimed them in the shared store",
@@ -50,6 +52,8 @@ class Snapshot:
     ready: bool = False
     partitions: int = 0
     open_windows: int = 0
+    max_open_windows: int = 0
+    spilled_windows: int = 0
     overdue_open_windows: int = 0
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     event_time_lag_seconds: dict[int, float] = field(default_factory=dict)
@@ -113,6 +117,12 @@ class Metrics(Collector):  # type: ignore[misc]
         yield gauge("ready", "1 when partitions are assigned and state is recovered", float(snap.ready))
         yield gauge("partitions", "detector partitions this worker owns", snap.partitions)
         yield gauge("open_windows", "windows held open in memory", snap.open_windows)
+        yield gauge(
+            "max_open_windows", "the bound on open windows in memory (0 = unbounded)", snap.max_open_windows
+        )
+        yield gauge(
+            "spilled_windows", "open windows held in the store only, past the bound", snap.spilled_windows
+        )
         yield gauge(
             "overdue_open_windows",
             "open windows that idleness should have closed: their partition had no input for idle "

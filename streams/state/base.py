@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
+
+SCAN_CHUNK = 5000  # records per chunk of a scan: bounds what a restore or a close holds at once
 
 
 class ChangelogProducer(Protocol):
@@ -29,7 +31,22 @@ class WindowStore(Protocol):
     """
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
-        """Every record of a partition: at assignment, to restore open windows and the watermark."""
+        """Every record of a partition, the meta record first (tests and tools; a worker restores with
+        `load_meta` and `scan_windows`, which read only what can still be open)."""
+        ...
+
+    async def load_meta(self, partition: int) -> bytes | None:
+        """The partition's meta record (its watermark), read first at assignment; a store shared by
+        workers claims the partition for this one here (Redis: its fencing token)."""
+        ...
+
+    def scan_windows(
+        self, partition: int, from_start_ms: int, to_start_ms: int | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """The window records whose window start is in [from_start_ms, to_start_ms) (no upper bound
+        when None), in chunks of at most about SCAN_CHUNK: a range of keys, which start with the
+        window start. A restore reads from the earliest start that can still be open; closing a bin
+        with spilled windows reads that bin."""
         ...
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
-from streams.core.windows import META_KEY, key_start_ms
+from streams.core.windows import META_KEY, is_window_key, key_start_ms
+from streams.state.base import SCAN_CHUNK
 
 
 class MemoryStore:
@@ -21,6 +22,23 @@ class MemoryStore:
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
         return sorted(self._part(partition).items())
+
+    async def load_meta(self, partition: int) -> bytes | None:
+        return self._part(partition).get(META_KEY)
+
+    async def scan_windows(
+        self, partition: int, from_start_ms: int, to_start_ms: int | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        part = self._part(partition)
+        keys = sorted(
+            k
+            for k in part
+            if is_window_key(k)
+            and key_start_ms(k) >= from_start_ms
+            and (to_start_ms is None or key_start_ms(k) < to_start_ms)
+        )
+        for i in range(0, len(keys), SCAN_CHUNK):
+            yield [(k, part[k]) for k in keys[i : i + SCAN_CHUNK] if k in part]
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
         part = self._part(partition)

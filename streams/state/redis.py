@@ -9,11 +9,12 @@ Layout per app and partition (prefix `iis-portscan:{app_id}:{partition}:`):
 - `idx` a sorted set of the window starts that have a hash: restore lists a partition's hashes and
   retention deletes whole hashes by score, without SCAN;
 - `epoch` the partition's fencing token: a counter each worker increments when it takes the partition
-  over (`load_partition`). A checkpoint WATCHes the epochs of its partitions and writes in MULTI/EXEC
-  only if each still holds the value this worker claimed, so the records (each with the offset of the
-  last event applied to it) and the watermark change together or not at all, and never after another
-  worker took a partition over: an old owner whose revocation outlasted the rebalance, or whose session
-  expired, has its checkpoint refused (`Fenced`) instead of overwriting the new owner's newer records.
+  over (`load_meta`, the first read of a restore, or `load_partition`). A checkpoint WATCHes the epochs
+  of its partitions and writes in MULTI/EXEC only if each still holds the value this worker claimed, so
+  the records (each with the offset of the last event applied to it) and the watermark change together
+  or not at all, and never after another worker took a partition over: an old owner whose revocation
+  outlasted the rebalance, or whose session expired, has its checkpoint refused (`Fenced`) instead of
+  overwriting the new owner's newer records.
 
 Retention follows event time: the engine deletes the hashes of windows past the retention (`expire`),
 so a window's keys never expire while it can still change, however long an outage or a lag lasts.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -47,6 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.windows import META_KEY, START_DIGITS
 from streams.errors import AuthError, Fenced, StoreUnavailable
+from streams.state.base import SCAN_CHUNK
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
@@ -196,6 +198,49 @@ class RedisStore:
             return out
 
         return await self._retry(f"load partition {partition}", op)
+
+    async def load_meta(self, partition: int) -> bytes | None:
+        """Claim the partition (as `load_partition` does), then read its meta record: the first read
+        of a restore, so a write of the previous owner that lands after the claim is refused, and one
+        before it is read by the `scan_windows` that follows."""
+        p = self._p(partition)
+
+        async def op() -> bytes | None:
+            self.epochs[partition] = int(await self.client.incr(p + b"epoch"))
+            value: bytes | None = await self.client.get(p + b"meta")
+            return value
+
+        return await self._retry(f"read the meta record of partition {partition}", op)
+
+    async def scan_windows(
+        self, partition: int, from_start_ms: int, to_start_ms: int | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """The bins in range from the `idx` sorted set (ZRANGEBYSCORE), each hash read with HSCAN in
+        chunks: a bin of millions of windows is never one reply. (HSCAN may repeat a field if the
+        hash is resized meanwhile; the worker does not write a partition while it scans it.)"""
+        p = self._p(partition)
+        high = "+inf" if to_start_ms is None else f"({to_start_ms}"
+
+        async def bins() -> list[bytes]:
+            starts: list[bytes] = await self.client.zrangebyscore(p + b"idx", max(0, from_start_ms), high)
+            return starts
+
+        for start in await self._retry(f"list the bins of partition {partition}", bins):
+            bucket = p + b"b:" + start
+            cursor = 0
+            while True:
+
+                async def scan(at: int = cursor, name: bytes = bucket) -> tuple[int, dict[bytes, bytes]]:
+                    found: tuple[int, dict[bytes, bytes]] = await self.client.hscan(
+                        name, at, count=SCAN_CHUNK
+                    )
+                    return found
+
+                cursor, fields = await self._retry(f"scan partition {partition}", scan)
+                if fields:
+                    yield list(fields.items())
+                if cursor == 0:
+                    break
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
         groups = list(self._by_bin(keys).items())

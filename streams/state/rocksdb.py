@@ -18,14 +18,14 @@ recovery replays the changelog after that offset. RocksDB flushes unlogged write
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from rocksdict import WriteBatch, WriteOptions
 
-from streams.core.windows import META_KEY, is_window_key, key_start_ms
+from streams.core.windows import META_KEY, START_DIGITS, is_window_key, key_start_ms
 from streams.kafka.faust_compat import table_offset_key, table_partition_db
-from streams.state.base import ChangelogProducer
+from streams.state.base import SCAN_CHUNK, ChangelogProducer
 
 _WINDOW_KEY_FIRST = b"0"  # window keys start with the 13-digit window start
 
@@ -46,6 +46,28 @@ class RocksTableStore:
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
         db = self._db(partition)
         return [(k, v) for k, v in db.items() if is_window_key(k) or k == META_KEY]
+
+    async def load_meta(self, partition: int) -> bytes | None:
+        value: bytes | None = self._db(partition).get(META_KEY)
+        return value
+
+    async def scan_windows(
+        self, partition: int, from_start_ms: int, to_start_ms: int | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """One forward iteration from the first key of `from_start_ms` (keys sort by window start),
+        stopped at the first key past the range; no other key is read."""
+        db = self._db(partition)
+        end = None if to_start_ms is None else b"%0*d" % (START_DIGITS, to_start_ms)
+        chunk: list[tuple[bytes, bytes]] = []
+        for key, value in db.items(from_key=b"%0*d" % (START_DIGITS, max(0, from_start_ms))):
+            if not is_window_key(key) or (end is not None and key[:START_DIGITS] >= end):
+                break
+            chunk.append((key, value))
+            if len(chunk) >= SCAN_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     async def get_many(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, bytes | None]:
         db = self._db(partition)

@@ -25,7 +25,7 @@ from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
 from streams.core.windows import META_KEY, WindowKey, encode_key
-from streams.state.base import WindowStore
+from streams.state.base import SCAN_CHUNK, WindowStore
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
 from streams.state.rocksdb import RocksTableStore
@@ -166,8 +166,64 @@ def test_expire_deletes_windows_before_cutoff_only(make_store: Callable[[], Wind
     run(go())
 
 
+async def scanned(
+    store: WindowStore, partition: int, start: int, end: int | None = None
+) -> list[list[bytes]]:
+    """The keys of each chunk `scan_windows` yields."""
+    return [[k for k, _ in chunk] async for chunk in store.scan_windows(partition, start, end)]
+
+
+def test_scan_windows_reads_a_range_of_window_starts_only(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        keys = [key(T0 + i * BIN, f"c{j}") for i in range(4) for j in range(3)]
+        await store.write_partitions({0: {META_KEY: b"m", **{k: k[-12:] for k in keys}}, 1: {keys[0]: b"x"}})
+        assert await store.load_meta(0) == b"m" and await store.load_meta(1) is None
+        assert sorted(k for c in await scanned(store, 0, T0 + 2 * BIN) for k in c) == sorted(keys[6:])
+        assert sorted(k for c in await scanned(store, 0, T0 + 1, T0 + 3 * BIN) for k in c) == sorted(
+            keys[3:9]
+        )
+        assert sorted(k for c in await scanned(store, 0, T0, T0 + 1) for k in c) == sorted(keys[:3])
+        assert await scanned(store, 0, T0 + 9 * BIN) == []
+        assert [k for c in await scanned(store, 1, 0) for k in c] == [keys[0]]
+        values = {k: v async for chunk in store.scan_windows(0, 0) for k, v in chunk}
+        assert values == {k: k[-12:] for k in keys}  # never the meta record nor a store's own keys
+        await store.close()
+
+    run(go())
+
+
+def test_scan_windows_of_a_large_bin_comes_in_bounded_chunks(make_store: Callable[[], WindowStore]) -> None:
+    """A bin of many windows (a flood of client IPs) is never read as one reply."""
+    n = 2 * SCAN_CHUNK + 17
+
+    async def go() -> None:
+        store = make_store()
+        keys = [key(T0, f"203.0.{i >> 8}.{i & 255}") for i in range(n)]
+        await store.write_partitions({0: dict.fromkeys(keys, b"v")})
+        chunks = await scanned(store, 0, T0, T0 + 1)
+        assert len(chunks) >= 2 and max(len(c) for c in chunks) <= 2 * SCAN_CHUNK
+        assert sorted(k for c in chunks for k in c) == sorted(keys)
+        await store.close()
+
+    run(go())
+
+
 def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[], WindowStore]) -> None:
     """Drive the engine through the store with restarts: the latest alerts equal the batch rule."""
+    check_engine_over_store(make_store, None)
+
+
+@pytest.mark.parametrize("bound", [0, 2])
+def test_engine_over_store_with_spilled_windows_equals_replay(
+    make_store: Callable[[], WindowStore], bound: int
+) -> None:
+    """The same with at most `bound` open windows in memory: spilled to the store after each batch,
+    restored up to the bound, read back from it by key and, at close, by a scan of the bin."""
+    check_engine_over_store(make_store, bound)
+
+
+def check_engine_over_store(make_store: Callable[[], WindowStore], bound: int | None) -> None:
     params = StreamParams(
         rule=RuleParams(threshold=6), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12
     )
@@ -183,10 +239,16 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
         store = make_store()
 
         async def fresh_engine(s: WindowStore) -> PartitionEngine:
-            records = await s.load_partition(0)
-            engine = PartitionEngine(params, Meta.from_bytes(dict(records).get(META_KEY)), T0)
-            engine.restore(records)
+            engine = PartitionEngine(params, Meta.from_bytes(await s.load_meta(0)), T0)
+            async for chunk in s.scan_windows(0, engine.open_from_ms()):
+                engine.restore(chunk, bound)
             return engine
+
+        async def close_spilled(out: Any) -> None:
+            for start, closed in out.closing.items():
+                async for chunk in store.scan_windows(0, start, start + 1):
+                    engine.close_spilled(out, [(k, v) for k, v in chunk if k not in closed])
+            out.closing = {}
 
         engine = await fresh_engine(store)
         pos = committed = 0
@@ -194,6 +256,7 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
             batch = stream[pos : pos + rnd.randint(1, 40)]
             plan = engine.plan(batch)
             out = engine.step(plan, await store.get_many(0, plan.load), T0)
+            await close_spilled(out)
             for a in out.alerts:
                 if a["AlertId"] not in latest or a["Revision"] >= latest[a["AlertId"]]["Revision"]:
                     latest[a["AlertId"]] = a
@@ -204,10 +267,14 @@ def test_engine_over_store_equals_replay_across_restarts(make_store: Callable[[]
                 pos = committed
                 continue
             await store.write_partitions({0: encode_writes(out.writes)})
+            if bound is not None and engine.open_count() > bound:
+                spilled = engine.spill(engine.open_count() - bound)
+                await store.write_partitions({0: encode_writes(spilled.writes)})
             pos += len(batch)
             if rnd.random() < 0.5:
                 committed = pos
         out = engine.tick(10**13)
+        await close_spilled(out)
         for a in out.alerts:
             latest[a["AlertId"]] = a
         await store.write_partitions({0: encode_writes(out.writes)})

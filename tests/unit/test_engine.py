@@ -1,7 +1,9 @@
 """The streaming engine: watermarks, early/final/late alerts, retention, and exactness across crashes.
 
 `Sim` is a minimal adapter around the pure engine: a dict store, alert delivery before state writes,
-and crash/restart by rebuilding the engine from the store and replaying from an older offset.
+and crash/restart by rebuilding the engine from the store and replaying from an older offset. With
+`max_open` it bounds the open windows as the detector does: spilling the coldest after each batch,
+restoring at most that many, and closing a bin's spilled windows from the store.
 """
 
 from __future__ import annotations
@@ -47,30 +49,50 @@ def ev(t: int, port: int, cip: str = "198.51.100.7", **kw: Any) -> IISEvent:
 
 
 class Sim:
-    def __init__(self, params: StreamParams = PARAMS) -> None:
+    def __init__(self, params: StreamParams = PARAMS, max_open: int | None = None) -> None:
         self.params = params
+        self.max_open = max_open
         self.store: dict[bytes, bytes] = {}
         self.published: list[dict[str, Any]] = []
         self.rejected: list[tuple[int, Reason]] = []
+        self.loads: list[bytes] = []  # every key a plan asked for
         self.engine = self._engine()
 
     def _engine(self) -> PartitionEngine:
         engine = PartitionEngine(self.params, Meta.from_bytes(self.store.get(META_KEY)), NOW)
-        engine.restore(self.store.items())
+        engine.restore(sorted(self.store.items()), self.max_open)
         return engine
 
     def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW, write: bool = True) -> None:
         plan = self.engine.plan(batch)
+        self.loads.extend(plan.load)
         out = self.engine.step(plan, {k: self.store.get(k) for k in plan.load}, now)
+        self._close_spilled(out)
         self.published.extend(out.alerts)
         self.rejected.extend((batch[i][0], e.reason) for i, e in out.rejected)
         if write:
             self._write(encode_writes(out.writes), out.expire_before_ms)
+            self._spill()
 
     def tick(self, now: int) -> None:
         out = self.engine.tick(now)
+        self._close_spilled(out)
         self.published.extend(out.alerts)
         self._write(encode_writes(out.writes), out.expire_before_ms)
+
+    def _close_spilled(self, out: Any) -> None:
+        """What the detector does (without pending writes: every spill is written at once here)."""
+        for start, closed in out.closing.items():
+            records = [
+                (k, v) for k, v in sorted(self.store.items()) if k != META_KEY and key_start_ms(k) == start
+            ]
+            self.engine.close_spilled(out, [(k, v) for k, v in records if k not in closed])
+        out.closing = {}
+
+    def _spill(self) -> None:
+        excess = self.engine.open_count() - (self.max_open if self.max_open is not None else 10**9)
+        if excess > 0:
+            self._write(encode_writes(self.engine.spill(excess).writes), None)
 
     def _write(self, writes: dict[bytes, bytes], expire_before: int | None) -> None:
         self.store.update(writes)
@@ -263,12 +285,16 @@ CRASH_PARAMS = StreamParams(
 
 
 def check_against_replay(
-    rows: list[tuple[int, int, str]], rnd: random.Random, sizes: list[int], crashes: int
-) -> None:
+    rows: list[tuple[int, int, str]],
+    rnd: random.Random,
+    sizes: list[int],
+    crashes: int,
+    max_open: int | None = None,
+) -> Sim:
     params = CRASH_PARAMS
     events = [ev(T0 + t, port, cip=c) for t, port, c in rows]
     rnd.shuffle(events)  # arrival order is not event-time order
-    sim = Sim(params)
+    sim = Sim(params, max_open)
     stream = offsets(events)
     pos, committed, step = 0, 0, 0
     while pos < len(stream):
@@ -290,6 +316,71 @@ def check_against_replay(
     expected = detect(events, params.rule)
     assert view(latest.values()) == view(expected)
     assert sim.rejected == []
+    if max_open is not None:
+        assert sim.engine.open_count() == 0 and sim.engine.spilled_count() == 0
+    return sim
+
+
+# --- Bounded open windows: spilled to the store, read back, closed from it ---------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3 * BIN), st.integers(1, 20), st.sampled_from("abcdefgh")),
+        min_size=1,
+        max_size=300,
+    ),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(1, 60), min_size=1, max_size=8),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_spilling_with_a_tiny_bound_equals_replay(
+    rows: list[tuple[int, int, str]], rnd: random.Random, sizes: list[int], crashes: int, bound: int
+) -> None:
+    """Exactness with at most `bound` windows in memory (0: every window spilled after each batch),
+    any order, batching and crashes: the latest alert of every window is replay's."""
+    check_against_replay(rows, rnd, sizes, crashes, bound)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_seeded_spilling_scenarios_equal_replay(seed: int) -> None:
+    rows, rnd, sizes, crashes = seeded_scenario(seed)
+    rows = [(t, port, f"{c}{i % 7}") for i, (t, port, c) in enumerate(rows)]  # more windows than the bound
+    sim = check_against_replay(rows, rnd, sizes, crashes, max_open=seed % 3)
+    assert any(key_start_ms(k) > 0 for k in sim.loads)  # spilled windows were read back
+
+
+def test_a_spilled_window_is_read_back_when_its_key_returns_and_closed_from_the_store() -> None:
+    sim = Sim(max_open=1)
+    sim.feed(offsets([ev(T0 + i, i, cip="a") for i in range(29)]))
+    sim.feed(offsets([ev(T0 + 100 + i, i, cip="c") for i in range(31)], 29))  # a spilled; c alerts
+    assert [(a["cIP"], a["Phase"]) for a in sim.published] == [("c", "early")]
+    assert sim.engine.open_count() == 1 and sim.engine.spilled_count() == 1
+    sim.feed([(60, ev(T0 + 200, 29, cip="a"))])  # a returns: read back, its 30th port alerts
+    assert [(a["cIP"], a["Phase"], a["portCount"]) for a in sim.published][-1] == ("a", "early", 30)
+    assert set(sim.engine.open) == {k for k in sim.loads}  # a in memory again (it was loaded), c spilled
+    sim.feed([(61, ev(T0 + BIN + 120_000, 1, cip="z"))])  # the watermark closes the bin
+    finals = [(a["cIP"], a["portCount"]) for a in sim.published if a["Phase"] == "final"]
+    assert finals == [("c", 31), ("a", 30)]  # c from the store, a from memory: portCount order
+    assert sim.engine.open_count() == 1 and sim.engine.spilled_count() == 0  # z's window only
+
+
+def test_an_early_alert_is_not_repeated_after_a_spill() -> None:
+    sim = Sim(max_open=0)
+    sim.feed(offsets([ev(T0 + i, i) for i in range(30)]))
+    sim.feed([(30, ev(T0 + 30, 30))])
+    assert [(a["Phase"], a["portCount"]) for a in sim.published] == [("early", 30)]
+
+
+def test_restore_keeps_at_most_the_limit_and_the_rest_stays_exact() -> None:
+    sim = Sim()
+    sim.feed(offsets([ev(T0 + i, i // 5, cip=f"c{i % 5}") for i in range(200)]))  # 5 windows, 40 ports
+    sim.max_open = 2
+    sim.crash()
+    assert sim.engine.open_count() == 2 and sim.engine.spilled_count() == 3
+    sim.feed([(200, ev(T0 + BIN + 120_000, 1, cip="z"))])
+    assert sorted(a["cIP"] for a in sim.published if a["Phase"] == "final") == [f"c{i}" for i in range(5)]
 
 
 def test_positions_from_several_source_partitions_dedup_independently() -> None:
