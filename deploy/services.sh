@@ -45,7 +45,7 @@ START_TIMEOUT=${SERVICES_START_TIMEOUT:-90}
 SASL_USER=portscan
 REDIS_USER=portscan
 # Bump when the listeners or users change, so that `up` restarts a broker/Redis an older script started.
-SECURE_LAYOUT=1
+SECURE_LAYOUT=3
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -423,7 +423,7 @@ daemonize yes
 dir $RUN/redis
 pidfile $RUN/redis.pid
 logfile $RUN/redis/redis.log
-user $REDIS_USER on >$password resetkeys ~iis-portscan:* resetchannels -@all +@connection +select +get +set +del +unlink +exists +pexpire +hset +hmget +hgetall +hlen +zadd +zrange +zrangebyscore +zremrangebyscore +scan +multi +exec +discard
+user $REDIS_USER on >$password resetkeys ~iis-portscan:* resetchannels -@all +@connection +select +get +set +del +unlink +exists +pexpire +hset +hmget +hgetall +hlen +zadd +zrange +zrangebyscore +zremrangebyscore +scan +hscan +incr +incrby +mget +watch +unwatch +multi +exec +discard
 EOF
   )
   t0=$(now_ms)
