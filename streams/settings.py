@@ -208,6 +208,23 @@ class Settings:
             "sentinel|ocsf",
         ),
     )
+    max_line_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_opt(
+            "files (replay, produce): a longer line is skipped and reported (too-large), reading goes on",
+            int,
+            "BYTES",
+        ),
+    )
+    max_document_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_opt(
+            "files (replay, produce): a file read as one JSON document (it starts with '[' or a '{' not "
+            "closed on its line) stops being read past this size, reported (too-large)",
+            int,
+            "BYTES",
+        ),
+    )
     # Kafka and the worker.
     brokers: str = field(
         default="127.0.0.1:9092", metadata=_opt("Kafka bootstrap servers", str, "HOST:PORT,...")

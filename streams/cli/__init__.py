@@ -24,6 +24,7 @@ RULE_SETTINGS = (
     "max_set_bytes",
     "alert_nul",
 )
+FILE_SETTINGS = ("max_line_bytes", "max_document_bytes")  # the bounds of files read (replay, produce)
 CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
 KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
 TOPIC_SETTINGS = (
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
-    Settings.add_arguments(replay, (*RULE_SETTINGS, "alert_format", "input_format", "w3c_fields"))
+    Settings.add_arguments(
+        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields")
+    )
 
     sample = sub.add_parser(
         "sample",
@@ -99,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
-    Settings.add_arguments(produce, (*CLIENT_SETTINGS, "input_topic", "input_format", "w3c_fields"))
+    Settings.add_arguments(
+        produce, (*CLIENT_SETTINGS, *FILE_SETTINGS, "input_topic", "input_format", "w3c_fields")
+    )
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
     alerts.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
@@ -141,6 +146,8 @@ def _main(argv: Sequence[str] | None) -> int:
             dash_as_null=args.w3c_dash_as_empty,
             input_format=settings.input_format,
             w3c_fields=settings.w3c_fields,
+            max_line_bytes=settings.max_line_bytes,
+            max_document_bytes=settings.max_document_bytes,
         )
         return main_replay(args.files, settings, options, args.output)
     if args.command == "sample":
@@ -163,7 +170,11 @@ def _main(argv: Sequence[str] | None) -> int:
         from streams.cli.produce import run_produce
 
         options = SourceOptions(
-            computer=args.computer, input_format=settings.input_format, w3c_fields=settings.w3c_fields
+            computer=args.computer,
+            input_format=settings.input_format,
+            w3c_fields=settings.w3c_fields,
+            max_line_bytes=settings.max_line_bytes,
+            max_document_bytes=settings.max_document_bytes,
         )
         return run_produce(args.files, settings, options)
     if args.command == "alerts":

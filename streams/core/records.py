@@ -46,6 +46,7 @@ class Reason(StrEnum):
     FUTURE_TIME = "future-time"  # stream only: too far ahead of the wall clock
     TOO_LATE = "too-late"  # stream only: older than the retention
     UNPUBLISHABLE = "unpublishable"  # stream only: a record we made that the broker refused (too large)
+    TOO_LARGE = "too-large"  # files only (replay, produce): a line or document over the input bounds
 
 
 @dataclass(frozen=True, slots=True)

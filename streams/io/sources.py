@@ -5,6 +5,10 @@ location (file and line) so bad input can be reported precisely. A W3C `.log` fi
 `W3CParser`; any other file is a sequence of messages as they would travel on Kafka (one per line:
 W3CIISLog JSON, a shipper's envelope, an ECS or NXLog record, or a raw W3C line as text; or one
 pretty-printed JSON document), each read by `streams.core.shippers.MessageReader`.
+
+Input is bounded whatever the file holds (a 150 KB gzip can inflate to one 427 MB line): a line longer
+than `max_line_bytes` is skipped and reported (Reason too-large), reading on at the next line; a file read
+as one JSON document stops being read once the document exceeds `max_document_bytes` (reported once).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 import socket
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +34,10 @@ from streams.settings import ConfigError
 
 _SITE_DIR = re.compile(r"W3SVC\d+", re.IGNORECASE)
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, as Windows tools write it at the start of a file
+MIB = 1024 * 1024
+DEFAULT_MAX_LINE_BYTES = 1 * MIB
+DEFAULT_MAX_DOCUMENT_BYTES = 64 * MIB
+Line = bytes | int  # a line, or the length of a line over the bound (skipped, not kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +49,15 @@ class SourceOptions:
     `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
     (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
+    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring).
     """
 
     computer: str | None = None
     dash_as_null: bool = False
     input_format: str = "auto"
     w3c_fields: str = ""
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
 
     def __post_init__(self) -> None:
         if self.input_format != "auto" and self.input_format not in FORMATS:
@@ -54,6 +65,10 @@ class SourceOptions:
         problem = w3c_fields_problem(self.w3c_fields or None)
         if problem is not None:
             raise ConfigError(f"--w3c-fields / PORTSCAN_W3C_FIELDS: {problem}")
+        if self.max_line_bytes < 1024 or self.max_document_bytes < self.max_line_bytes:
+            raise ConfigError(
+                "--max-line-bytes must be at least 1024 and --max-document-bytes at least --max-line-bytes"
+            )
 
 
 def message_reader(options: SourceOptions) -> MessageReader:
@@ -111,7 +126,7 @@ def iter_file(
     """Yield (location, event or error) for every record of one opened file.
 
     Damaged gzip data raises OSError (gzip.BadGzipFile) or EOFError (truncated), as reading does."""
-    first_line, lines = _lines_of(reader)
+    first_line, lines = _lines_of(reader, options.max_line_bytes)
     if is_w3c_file(path, first_line):
         yield from _iter_w3c(path, options, lines)
         return
@@ -125,7 +140,7 @@ def iter_messages(path: str, options: SourceOptions, reader: BinaryIO) -> Iterat
     """Every message of one opened file, with what it holds (a W3C .log file: one per line).
 
     An array or `{"records": [...]}` envelope is split into one message per element."""
-    first_line, lines = _lines_of(reader)
+    first_line, lines = _lines_of(reader, options.max_line_bytes)
     if is_w3c_file(path, first_line):
         for location, result in _iter_w3c(path, options, lines):
             yield FileMessage(location, None, [(None, result)])
@@ -133,27 +148,50 @@ def iter_messages(path: str, options: SourceOptions, reader: BinaryIO) -> Iterat
     yield from _iter_messages(path, options, first_line, lines)
 
 
-def _lines_of(reader: BinaryIO) -> tuple[bytes, Iterator[bytes]]:
-    """The first line (without a byte-order mark) and an iterator over every line, the first included."""
-    try:
-        first_line = reader.readline()
-    except zlib.error as exc:
-        raise _bad_gzip(exc) from exc
-    first_line = first_line.removeprefix(_BOM)  # orjson rejects it; the W3C parser would skip it
-    return first_line, _chain_first(first_line, reader)
+def _lines_of(reader: BinaryIO, limit: int) -> tuple[bytes, Iterator[Line]]:
+    """The first line (without a byte-order mark; b"" when it is over the bound) and an iterator over
+    every line, the first included."""
+    lines = _bounded_lines(reader, limit)
+    first = next(lines, b"")
+    if isinstance(first, bytes):
+        first = first.removeprefix(_BOM)  # orjson rejects it; the W3C parser would skip it
+    return (first if isinstance(first, bytes) else b""), _chain_first(first, lines)
 
 
 def _bad_gzip(exc: zlib.error) -> OSError:
     return gzip.BadGzipFile(f"corrupt gzip data: {exc}")
 
 
-def _chain_first(first: bytes, reader: BinaryIO) -> Iterator[bytes]:
-    if first:
-        yield first
+def _bounded_lines(reader: BinaryIO, limit: int) -> Iterator[Line]:
+    """Every line of at most `limit` bytes (its newline aside); for a longer one, its length, read in
+    pieces and never held whole."""
     try:
-        yield from reader
+        while True:
+            line = reader.readline(limit + 1)
+            if not line:
+                return
+            if len(line) <= limit or line.endswith(b"\n"):
+                yield line
+                continue
+            size = len(line)
+            while not line.endswith(b"\n"):
+                line = reader.readline(MIB)
+                if not line:
+                    break
+                size += len(line)
+            yield size - line.endswith(b"\n")
     except zlib.error as exc:  # a damaged deflate stream: an OSError like gzip's other errors
         raise _bad_gzip(exc) from exc
+
+
+def _chain_first(first: Line, lines: Iterator[Line]) -> Iterator[Line]:
+    if first != b"":
+        yield first
+    yield from lines
+
+
+def _too_long(size: int, limit: int) -> ParseError:
+    return ParseError(Reason.TOO_LARGE, f"line of {size} bytes over --max-line-bytes {limit}: skipped")
 
 
 def _decode(raw: bytes) -> str | ParseError:
@@ -164,7 +202,7 @@ def _decode(raw: bytes) -> str | ParseError:
 
 
 def _iter_w3c(
-    path: str, options: SourceOptions, lines: Iterator[bytes]
+    path: str, options: SourceOptions, lines: Iterator[Line]
 ) -> Iterator[tuple[str, IISEvent | ParseError]]:
     parser = W3CParser(
         computer=options.computer,
@@ -174,6 +212,9 @@ def _iter_w3c(
         fields=parse_w3c_fields(options.w3c_fields or None),  # lines before any #Fields directive
     )
     for number, raw in enumerate(lines, 1):
+        if isinstance(raw, int):
+            yield f"{path}:{number}", _too_long(raw, options.max_line_bytes)
+            continue
         text = _decode(raw)
         result = text if isinstance(text, ParseError) else parser.feed(text)
         if result is not None:
@@ -181,21 +222,42 @@ def _iter_w3c(
 
 
 def _iter_messages(
-    path: str, options: SourceOptions, first_line: bytes, lines: Iterator[bytes]
+    path: str, options: SourceOptions, first_line: bytes, lines: Iterable[Line]
 ) -> Iterator[FileMessage]:
     reader = message_reader(options)
     if _starts_document(first_line):  # a pretty-printed document spans lines
-        data = b"".join(lines)
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
+        held = bytearray()  # one buffer, not a list of lines: millions of short lines cost 5x as objects
+        skipped: dict[int, int] = {}  # line index -> length of the over-long lines, not held
+        size = 0
+        for index, raw in enumerate(lines):
+            size += raw if isinstance(raw, int) else len(raw)
+            if size > options.max_document_bytes:
+                detail = (
+                    f"JSON document over --max-document-bytes {options.max_document_bytes}: "
+                    "the rest of the file is not read"
+                )
+                yield FileMessage(f"{path}:1", None, [(None, ParseError(Reason.TOO_LARGE, detail))])
+                return
+            if isinstance(raw, int):
+                skipped[index] = raw
+            else:
+                held += raw
+        doc = None
+        if not skipped:
+            try:
+                doc = orjson.loads(held)
+            except orjson.JSONDecodeError:
+                doc = None
         if doc is not None:
+            del held
             for index, record in enumerate(records_of(doc), 1):
                 yield FileMessage(f"{path}:record {index}", orjson.dumps(record), reader.read_record(record))
             return
-        lines = iter(data.splitlines(keepends=True))
+        lines = _held_lines(held, skipped)  # not one document: read it line by line
     for number, raw in enumerate(lines, 1):
+        if isinstance(raw, int):
+            yield FileMessage(f"{path}:{number}", None, [(None, _too_long(raw, options.max_line_bytes))])
+            continue
         line = raw.strip()
         if not line:
             continue
@@ -211,6 +273,22 @@ def _iter_messages(
             continue
         for record in records:  # an envelope or array on one line: each record a message of its own
             yield FileMessage(location, orjson.dumps(record), reader.read_record(record))
+
+
+def _held_lines(held: bytearray, skipped: dict[int, int]) -> Iterator[Line]:
+    """The lines of a held document again, one at a time, the skipped ones (their lengths) in place."""
+    start, index, end_of = 0, 0, len(held)
+    while True:
+        while index in skipped:
+            yield skipped[index]
+            index += 1
+        if start >= end_of:
+            return
+        end = held.find(b"\n", start)
+        end = end_of if end < 0 else end + 1
+        yield bytes(held[start:end])
+        start = end
+        index += 1
 
 
 def _starts_document(first_line: bytes) -> bool:

@@ -23,12 +23,15 @@ log = logging.getLogger("iis-portscan")
 
 
 def run_worker(settings: Settings) -> int:
+    # State files hold every client's user names, queries and agents: readable by this user only
+    # (the systemd unit sets UMask=0077 too; the CLI and the image must not depend on it).
+    os.umask(0o077)
     logs.setup(settings.log_level, settings.log_format)
     try:
         reach_kafka(settings)
         if settings.store.startswith(("redis://", "rediss://")):
             asyncio.run(reach_redis(settings))
-        os.makedirs(settings.data_dir, exist_ok=True)
+        private_dir(settings.data_dir)
         source_partitions = ensure_topics(settings)
     except JobError as exc:
         sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
@@ -44,6 +47,17 @@ def run_worker(settings: Settings) -> int:
     tune_gc()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; faust commits and flushes on the way out
     return 0
+
+
+def private_dir(path: str) -> None:
+    """The data dir, created 0700; an existing one made 0700 when it is ours (a mounted volume's root may
+    belong to root with the pod's group: then it is left as the platform made it, and a warning says so)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            log.warning("data dir %s is readable by other users and not ours to change", path)
 
 
 async def reach_redis(settings: Settings) -> None:

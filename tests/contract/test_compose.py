@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,22 @@ def test_worker_command_is_a_real_subcommand() -> None:
     worker = compose()["services"]["worker"]
     args = build_parser().parse_args(worker["command"])
     assert args.command == "worker"
+
+
+def test_the_image_creates_its_volume_directory_private_to_the_runtime_user() -> None:
+    """A VOLUME the image never creates is made root-owned 0755 by Docker: state readable by every user
+    (issue 23, items 10 and 11). The image makes it, owned by the user it runs as, mode 0700."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    (user,) = [line.split()[1] for line in final if line.startswith("USER ")]
+    (volume,) = [line for line in final if line.startswith("VOLUME ")]
+    (path,) = json.loads(volume.split(None, 1)[1])
+    made = [line for line in final if line.startswith("RUN ") and path in line.split()]
+    assert made, f"no RUN creates {path}"
+    words = made[0].split()
+    assert "install" in words and "-d" in words, made[0]
+    assert words[words.index("-o") + 1] == user and words[words.index("-m") + 1] == "0700", made[0]
+    assert final.index(made[0]) < final.index(f"USER {user}"), "created before switching to the user"
+    env = dict(line.split()[1].split("=", 1) for line in final if line.startswith("ENV "))
+    assert env["PORTSCAN_DATA_DIR"] == path
