@@ -387,12 +387,16 @@ class PartitionEngine:
 
     # ------------------------------------------------------------------ spilling
 
+    def coldest(self, count: int) -> list[bytes]:
+        """The keys of the `count` least recently touched open windows, coldest first."""
+        return list(islice(self.open, max(0, count)))
+
     def spill(self, count: int) -> StepResult:
         """Drop the `count` least recently touched open windows from memory; their records are the
         result's writes, to be written by the normal checkpoint (see the module docstring)."""
         out = StepResult()
         open_, spilled, bin_ms = self.open, self._spilled, self.params.rule.bin_ms
-        for key in list(islice(open_, max(0, count))):
+        for key in self.coldest(count):
             rec = open_.pop(key)
             end = key_start_ms(key) + bin_ms
             spilled[end] = spilled.get(end, 0) + 1
