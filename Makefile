@@ -5,29 +5,41 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Every dependency, the test extras included, pinned with hashes for Python 3.11 on Linux x86_64: the
+# versions the tests ran. `make lock` writes it again from pyproject.toml.
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup services-up services-down services-status test test-unit lint demo bench clean
+.PHONY: help lock setup services-up services-down services-status test test-unit chaos lint demo bench clean
 
 help:
 	@echo "make demo           set up and run the main job on the embedded defaults"
 	@echo "make test           set up, start Kafka and Redis, run every test tier, stop what it started"
-	@echo "make setup          virtualenv in .venv with the package (editable) and the test extras"
+	@echo "make setup          virtualenv in .venv: the locked dependencies (requirements.lock), the package editable"
+	@echo "make lock           write requirements.lock again from pyproject.toml (LOCK_ARGS=--upgrade: newest)"
 	@echo "make services-up    Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379); reuses running ones"
 	@echo "make services-down  stop what services-up started"
+	@echo "make chaos          randomized whole-system scenarios: SEED=N[,M] replays those, RUNS=200 fresh seeds"
 	@echo "make lint           ruff and mypy"
 	@echo "make bench          throughput, latency and memory through the real broker (BENCH_ARGS=--help)"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required ($(PYTHON))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+LOCK_ARGS ?=
+lock: setup
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header $(LOCK_ARGS) --output-file $(LOCK)
 
 services-up:
 	deploy/services.sh up
@@ -50,6 +62,21 @@ test: setup
 # Unit and contract tiers without services (the Redis backend of the store contract is integration).
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit tests/contract -m "not integration" $(PYTEST_ARGS)
+
+# The randomized tier (tests/chaos): `make test` runs its fixed seeds; here SEED=N[,M,...] replays exactly
+# those scenarios, RUNS=N runs N fresh seeds from CHAOS_BASE (the clock unless given; printed, so that a
+# run can be repeated). CHAOS_WORKERS scenarios run in parallel; a failed scenario's job log is kept in
+# CHAOS_LOG_DIR.
+SEED ?=
+RUNS ?=
+CHAOS_BASE ?= $(shell date +%s)
+CHAOS_WORKERS ?= 2
+CHAOS_LOG_DIR ?= $(CURDIR)/.run/chaos
+chaos: setup
+	deploy/services.sh jars
+	@echo "chaos: SEED=$(SEED) RUNS=$(RUNS) CHAOS_BASE=$(CHAOS_BASE)"
+	CHAOS_SEED="$(SEED)" CHAOS_RUNS="$(RUNS)" CHAOS_BASE="$(CHAOS_BASE)" CHAOS_LOG_DIR="$(CHAOS_LOG_DIR)" deploy/services.sh with -- \
+		$(BIN)/python -m pytest tests/chaos -n $(CHAOS_WORKERS) --maxschedchunk 1 -k scenario $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check streams tests benchmarks

@@ -16,7 +16,9 @@ from typing import Any
 from streams.core.engine import StreamParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
+    DEFAULT_MAX_ALERT_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_MAX_SET_BYTES,
     DEFAULT_MAX_SET_SIZE,
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_THRESHOLD,
@@ -25,7 +27,7 @@ from streams.core.rule import (
 )
 from streams.core.shippers import MessageReader, w3c_fields_problem
 from streams.errors import JobError
-from streams.kafka.client_config import KafkaClientConfig
+from streams.kafka.client_config import REDACTED, KafkaClientConfig, pair_problem
 
 ENV_PREFIX = "PORTSCAN_"
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -81,6 +83,27 @@ def parse_lines(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item.strip())
 
 
+def parse_pairs(text: str | Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE lines (or flag values), each checked here so that an error names its line (or the
+    flag's occurrence) and never its text, which may hold a secret (`sasl.password: Hunter2`)."""
+    items = text.splitlines() if isinstance(text, str) else list(text)
+    what = "line" if isinstance(text, str) else "value"
+    for number, item in enumerate(items, 1):
+        problem = pair_problem(item) if item.strip() else None
+        if problem is not None:
+            raise ValueError(f"{what} {number}: {problem}")
+    return parse_lines(text)
+
+
+def redact_url(url: str) -> str:
+    """A URL with the password of its user info (`redis://user:password@host`) redacted."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of every command; each is flag `--name-with-dashes` and env `PORTSCAN_NAME`."""
@@ -109,10 +132,38 @@ class Settings:
     max_record_bytes: int = field(
         default=DEFAULT_MAX_RECORD_BYTES,
         metadata=_opt(
-            "largest alert, state or dead-letter record we write (keep it below the broker's and topics' "
-            "max.message.bytes, 1 MB by default): sets lose their largest members, counts stay exact",
+            "largest state or dead-letter record we write, and the ceiling of --max-alert-bytes (keep it "
+            "below the broker's and topics' max.message.bytes, 1 MB by default)",
             int,
             "BYTES",
+        ),
+    )
+    max_alert_bytes: int = field(
+        default=DEFAULT_MAX_ALERT_BYTES,
+        metadata=_opt(
+            "largest alert (and OCSF finding), serialized: SIEMs truncate or refuse large events, so the "
+            "sets lose their largest members first, the identifying fields and counts stay; raise it for "
+            "fuller alerts (at most --max-record-bytes)",
+            int,
+            "BYTES",
+        ),
+    )
+    max_set_bytes: int = field(
+        default=DEFAULT_MAX_SET_BYTES,
+        metadata=_opt(
+            "largest set column of an alert, serialized (its largest members dropped past it; listed in "
+            "TrimmedSets)",
+            int,
+            "BYTES",
+        ),
+    )
+    alert_nul: str = field(
+        default="text",
+        metadata=_opt(
+            "a NUL in an alert's strings (a query's %00): text writes the six characters \\u0000 "
+            "(PostgreSQL jsonb and others refuse JSON's \\u0000 escape); keep publishes the exact value",
+            str,
+            "text|keep",
         ),
     )
     url_plus: str = field(
@@ -174,7 +225,7 @@ class Settings:
         default=(),
         metadata=_opt(
             "one Kafka client property, over the file's (repeatable; the variable takes one per line)",
-            parse_lines,
+            parse_pairs,
             "KEY=VALUE",
             repeat=True,
         ),
@@ -405,6 +456,14 @@ class Settings:
             raise ConfigError(
                 f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
             )
+        tls = [self.flag(n) for n in ("redis_ca", "redis_cert", "redis_key") if getattr(self, n)]
+        if tls and not self.store.startswith("rediss://"):
+            raise ConfigError(
+                f"{', '.join(tls)} set but --store / PORTSCAN_STORE is not a rediss:// URL: the connection "
+                "would be plaintext (password included); use rediss://host:port/db"
+            )
+        if bool(self.redis_cert) != bool(self.redis_key):
+            raise ConfigError("--redis-cert and --redis-key go together")
         for name in ("partitions", "replication", "batch_size", "checkpoint_interval", "rocksdb_memory"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.flag(name)} / {self.env_name(name)} must be at least 1")
@@ -434,6 +493,8 @@ class Settings:
             raise ConfigError(
                 f"--log-format / PORTSCAN_LOG_FORMAT must be text or json, got {self.log_format!r}"
             )
+        if self.alert_nul not in ("text", "keep"):
+            raise ConfigError(f"--alert-nul / PORTSCAN_ALERT_NUL takes text or keep, got {self.alert_nul!r}")
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(
                 f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"
@@ -442,6 +503,21 @@ class Settings:
             self.rule_params()
         except RuleConfigError as exc:
             raise ConfigError(str(exc)) from exc
+
+    def __repr__(self) -> str:
+        """Every setting, secrets redacted: the Redis password (and one in the --store URL), the values of
+        the Kafka client properties (any may be a secret or a reference to one)."""
+        shown: list[str] = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = REDACTED
+            elif f.name == "kafka_config":
+                value = tuple(f"{item.partition('=')[0].strip()}={REDACTED}" for item in value)
+            elif f.name == "store":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def rocksdb_options(self) -> dict[str, int]:
         """faust's RocksDB options for one partition database, from --rocksdb-memory."""
@@ -475,6 +551,9 @@ class Settings:
             plus_as_space=self.url_plus == "space",
             max_value_bytes=self.max_value_bytes,
             max_record_bytes=self.max_record_bytes,
+            max_alert_bytes=self.max_alert_bytes,
+            max_set_bytes=self.max_set_bytes,
+            nul_as_text=self.alert_nul == "text",
         )
 
     # ------------------------------------------------------------------ loading

@@ -8,11 +8,22 @@ import sys
 from collections.abc import Sequence
 
 from streams import __version__
+from streams.core.escape import printable
 from streams.errors import JobError
 from streams.io.sources import SourceOptions
 from streams.settings import ConfigError, Settings
 
-RULE_SETTINGS = ("threshold", "bin", "max_set_size", "url_plus", "max_value_bytes", "max_record_bytes")
+RULE_SETTINGS = (
+    "threshold",
+    "bin",
+    "max_set_size",
+    "url_plus",
+    "max_value_bytes",
+    "max_record_bytes",
+    "max_alert_bytes",
+    "max_set_bytes",
+    "alert_nul",
+)
 CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
 KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
 TOPIC_SETTINGS = (
@@ -111,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except JobError as exc:  # one line naming the cause, never a traceback
-        sys.stderr.write(f"iis-portscan: {exc}\n")
+        sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
         return 2
 
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import Consumer, KafkaError
 
+from streams.core.escape import dumps, printable
 from streams.settings import Settings
 
 HEADER = (
@@ -20,11 +21,23 @@ HEADER = (
 
 
 def pretty(alert: dict[str, Any]) -> str:
+    """One table row. Every value is made printable (the client controls cIP, Computer and sIP: a newline
+    or an escape sequence would forge rows or drive the operator's terminal)."""
+
+    def cell(name: str, default: Any = "-") -> str:
+        return printable(str(alert.get(name, default)))
+
     return (
-        f"{alert.get('Phase', '-'):<6} {alert.get('Revision', 0):>5} {alert['TimeGenerated']:<24} "
-        f"{alert['cIP']:<16} {alert['Computer'][:22]:<22} {alert['sIP']:<12} {alert['portCount']:>5} "
-        f"{alert['DistinctPortCount']:>8} {alert['ConnectionsCount']:>6}"
+        f"{cell('Phase'):<6} {cell('Revision', 0):>5} {cell('TimeGenerated'):<24} "
+        f"{cell('cIP'):<16} {cell('Computer')[:22]:<22} {cell('sIP'):<12} {cell('portCount'):>5} "
+        f"{cell('DistinctPortCount'):>8} {cell('ConnectionsCount'):>6}"
     )
+
+
+def json_line(record: Any) -> str:
+    """A record as one JSON line: the same value as published, whatever its producer wrote (raw newlines
+    between tokens, DEL, C1 or bidi characters in strings), escaped as streams.core.escape.dumps does."""
+    return dumps(record).decode()
 
 
 def run_follow(
@@ -55,18 +68,19 @@ def run_follow(
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
-                sys.stderr.write(f"alerts: {msg.error()}\n")
+                sys.stderr.write(f"alerts: {printable(str(msg.error()))}\n")
                 continue
             last = time.monotonic()
             value = msg.value()
             if value is None:
                 continue
             seen += 1
-            alert = orjson.loads(value)
+            record = orjson.loads(value)
+            alert = record
             if "class_uid" in alert:  # an OCSF Detection Finding (--alert-format ocsf): the alert within
                 alert = alert["unmapped"]
             latest[alert["AlertId"]] = alert.get("Phase", "-")
-            out.write((pretty(alert) if as_table else value.decode()) + "\n")
+            out.write((pretty(alert) if as_table else json_line(record)) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass

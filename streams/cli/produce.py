@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.core.escape import printable
 from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import routing_key
@@ -51,7 +52,7 @@ def messages(path: str, options: SourceOptions, err: TextIO) -> Iterator[tuple[b
             if message.value is None:
                 for _, result in message.results:
                     if isinstance(result, ParseError):
-                        err.write(f"{message.location}: {result}\n")
+                        err.write(printable(f"{message.location}: {result}") + "\n")
                         continue
                     yield routing_key(result), orjson.dumps(event_record(result))
                 continue
@@ -93,7 +94,7 @@ def run_produce(
     if remaining or failures:
         err.write(
             f"produce: {len(failures)} failed deliveries, {remaining} not delivered: "
-            f"{failures[0] if failures else ''}\n"
+            f"{printable(str(failures[0])) if failures else ''}\n"
         )
         return 1
     err.write(

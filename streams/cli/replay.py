@@ -12,6 +12,7 @@ from typing import BinaryIO, TextIO
 import orjson
 
 from streams.core.batch import BatchDetector
+from streams.core.escape import dumps, printable
 from streams.core.ocsf import to_ocsf
 from streams.core.records import ParseError
 from streams.io.sources import SourceOptions, iter_file, open_binary
@@ -70,7 +71,7 @@ def run_replay(
         try:
             reader, raw = open_binary(path)
         except OSError as exc:
-            err.write(f"{path}: cannot open: {exc.strerror or exc}\n")
+            err.write(printable(f"{path}: cannot open: {exc.strerror or exc}") + "\n")
             failed_files += 1
             continue
         try:
@@ -78,7 +79,7 @@ def run_replay(
                 if isinstance(result, ParseError):
                     errors[result.reason.value] += 1
                     if shown < MAX_ERRORS_SHOWN:
-                        err.write(f"{location}: {result.reason.value}: {result.detail}\n")
+                        err.write(printable(f"{location}: {result.reason.value}: {result.detail}") + "\n")
                         shown += 1
                     continue
                 add(result)
@@ -86,7 +87,7 @@ def run_replay(
                 if events & 0xFFFF == 0:
                     progress.update(done_before + raw.tell(), events)
         except (OSError, EOFError) as exc:  # truncated gzip, I/O error: report, keep what was read
-            err.write(f"{path}: read error: {exc}\n")
+            err.write(printable(f"{path}: read error: {exc}") + "\n")
             failed_files += 1
         finally:
             if path != "-":
@@ -95,10 +96,10 @@ def run_replay(
     progress.close()
     alerts = detector.alerts()
     ocsf = settings.alert_format == "ocsf"  # one OCSF Detection Finding per alert, bounded like an alert
-    max_bytes = detector.params.max_record_bytes
+    max_bytes = detector.params.max_alert_bytes
     for alert in alerts:
         record = to_ocsf(alert, max_bytes) if ocsf else alert
-        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        out.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     out.flush()
     bad = sum(errors.values())
     if shown < bad:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from streams.core import rule
 from streams.core.aggregate import SET_NAMES, WindowAgg
 from streams.core.enrich import TRUNCATION_MARK
+from streams.core.escape import dumps
 from streams.core.rule import RuleParams
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import WindowKey
@@ -47,6 +46,8 @@ def alert_id(key: WindowKey, bin_ms: int) -> str:
 
 
 SET_COLUMNS = tuple(f"set_{name}" for name in SET_NAMES)
+TRIMMABLE = ("set_sPort", *SET_COLUMNS)  # the sets a byte budget may trim
+NUL_TEXT = "\\u0000"  # what `--alert-nul text` writes for a NUL: six visible characters
 _TRIM_SLACK = 1024  # kept free: the TrimmedSets list trimming adds, the stream's Revision and Phase
 
 
@@ -56,37 +57,83 @@ def truncated_in(sets: dict[str, list[str]]) -> list[str]:
     return [name for name, values in sets.items() if any(v.endswith(mark) for v in values)]
 
 
-def fit_alert(alert: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """Keep the alert's serialized size within `max_bytes` by dropping members of its string sets.
+def _set_size(values: list[Any]) -> int:
+    """Serialized bytes of one set column's array (escaped as published)."""
+    return len(dumps(values))
 
-    Deterministic in the alert's content (so `replay` and the stream trim alike): while too large,
-    drop the last (largest) member of the set whose members take the most bytes (ties: column name).
-    Counts are never touched: ConnectionsCount, portCount and DistinctPortCount stay exact, and
-    TrimmedSets names the columns that lost members."""
+
+def fit_alert(alert: dict[str, Any], max_bytes: int, max_set_bytes: int = 0) -> dict[str, Any]:
+    """The alert's byte budget: each set at most `max_set_bytes` serialized (0: no per-set bound), the
+    whole record at most `max_bytes`, by dropping members of its sets.
+
+    Deterministic in the alert's content (so `replay` and the stream trim alike): a set over its budget
+    loses its last (largest) members; then, while the record is too large, the last member of the string
+    set whose members take the most bytes (ties: column name), and set_sPort's largest ports only once
+    every string set is empty. Counts are never touched: ConnectionsCount, portCount and
+    DistinctPortCount stay exact (portCount may then exceed the ports listed), the identifying fields
+    (times, cIP, Computer, sIP, AlertId, ...) are never cut, and TrimmedSets names the columns that lost
+    members."""
+    trimmed: set[str] = set(alert["TrimmedSets"])
+    if max_set_bytes:
+        for name in TRIMMABLE:
+            values = alert[name]
+            if values and _set_size(values) > max_set_bytes:
+                size = _set_size(values)
+                member_sizes = [len(dumps(v)) + 1 for v in values]
+                while values and size > max_set_bytes:
+                    size -= member_sizes.pop()
+                    values.pop()
+                trimmed.add(name)
     budget = max_bytes - _TRIM_SLACK  # room for TrimmedSets and the stream's Revision and Phase
-    size = len(orjson.dumps(alert))
-    if size <= budget:
-        return alert
-    excess = size - budget
-    sizes = {name: [len(orjson.dumps(v)) + 1 for v in alert[name]] for name in SET_COLUMNS}
-    totals = {name: sum(member_sizes) for name, member_sizes in sizes.items()}
-    trimmed: set[str] = set()
-    while excess > 0:
-        name = max(SET_COLUMNS, key=lambda n: (totals[n], n))
-        if not sizes[name]:
-            break  # nothing left to drop: the fixed columns alone are too large (bounded by parsing)
-        dropped = sizes[name].pop()
-        alert[name].pop()
-        totals[name] -= dropped
-        excess -= dropped
-        trimmed.add(name)
+    size = len(dumps(alert))
+    if size > budget:
+        excess = size - budget
+        sizes = {name: [len(dumps(v)) + 1 for v in alert[name]] for name in TRIMMABLE}
+        totals = {name: sum(member_sizes) for name, member_sizes in sizes.items() if name in SET_COLUMNS}
+        while excess > 0:
+            name = max(SET_COLUMNS, key=lambda n: (totals[n], n))
+            if not sizes[name]:
+                name = "set_sPort"  # every string set is empty: the ports go last
+                if not sizes[name]:
+                    break  # nothing left to drop: the fixed columns alone are too large (bounded by parsing)
+            dropped = sizes[name].pop()
+            alert[name].pop()
+            if name in totals:
+                totals[name] -= dropped
+            excess -= dropped
+            trimmed.add(name)
     alert["TrimmedSets"] = sorted(trimmed)
     return alert
 
 
+def _nul_free(value: Any) -> Any:
+    if type(value) is str:
+        return value.replace("\0", NUL_TEXT)
+    if type(value) is list:
+        return [_nul_free(v) for v in value]
+    if type(value) is dict:
+        return {k: _nul_free(v) for k, v in value.items()}
+    return value
+
+
+def nul_as_text(alert: dict[str, Any]) -> dict[str, Any]:
+    """Every NUL (U+0000, e.g. a query's `%00` decoded) in the alert's strings written as the six
+    characters `\\u0000`. JSON would carry it as the escape \\u0000, which PostgreSQL's jsonb and other
+    stores refuse (`--alert-nul text`, the default; `keep` publishes the exact value). A set stays
+    sorted and distinct."""
+    if b"\\u0000" not in dumps(alert):
+        return alert
+    out: dict[str, Any] = _nul_free(alert)
+    for name in SET_COLUMNS:
+        if out[name] != alert[name]:
+            out[name] = sorted(set(out[name]))
+    return out
+
+
 def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str, Any]:
-    """The alert record for one window (the caller has checked the threshold), at most
-    `params.max_record_bytes` long once serialized (see `fit_alert`)."""
+    """The alert record for one window (the caller has checked the threshold): NULs as text unless
+    `params.nul_as_text` is off (see `nul_as_text`), each set within `params.max_set_bytes` and the
+    record within `params.max_alert_bytes` once serialized (see `fit_alert`)."""
     cap = params.max_set_size
     sets = dict(zip(SET_COLUMNS, agg.capped_sets(cap)))
     ports = agg.capped_ports(cap)
@@ -126,11 +173,15 @@ def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str,
             "PortThreshold": params.threshold,
             "MaxSetSize": params.max_set_size,
             "MaxValueBytes": params.max_value_bytes,
+            "MaxSetBytes": params.max_set_bytes,
+            "MaxAlertBytes": params.max_alert_bytes,
         },
         "TruncatedSets": truncated_in(sets),
         "TrimmedSets": [],
     }
-    return fit_alert(alert, params.max_record_bytes)
+    if params.nul_as_text:
+        alert = nul_as_text(alert)
+    return fit_alert(alert, params.max_alert_bytes, params.max_set_bytes)
 
 
 def alert_sort_key(alert: dict[str, Any]) -> tuple[int, str, str, str, str]:

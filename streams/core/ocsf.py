@@ -45,10 +45,9 @@ import ipaddress
 import re
 from typing import Any, Final
 
-import orjson
-
 from streams import __version__
 from streams.core.alerts import SET_COLUMNS, fit_alert
+from streams.core.escape import dumps
 from streams.core.timefmt import parse_iso_ms
 
 OCSF_VERSION: Final = "1.8.0"
@@ -246,8 +245,8 @@ def _fit(alert: dict[str, Any], budget: int) -> dict[str, Any]:
     """The alert, its sets trimmed (`fit_alert`) so that its finding stays within `budget` bytes once
     the stream-only fields are set aside: the decision is the same for `replay` and the stream."""
     core = {k: v for k, v in alert.items() if k not in STREAM_FIELDS}
-    core_size = len(orjson.dumps(core))
-    overhead = len(orjson.dumps(_finding(core))) - core_size  # the finding around `unmapped`
+    core_size = len(dumps(core))
+    overhead = len(dumps(_finding(core))) - core_size  # the finding around `unmapped`
     if core_size + overhead <= budget:
         return alert
     for name in SET_COLUMNS:

@@ -15,8 +15,14 @@ DEFAULT_BIN_MS = 600_000  # timeBin = 10m
 DEFAULT_THRESHOLD = 30  # portThreshold = 30
 DEFAULT_MAX_SET_SIZE = 128  # legacy makeset's default cap
 DEFAULT_MAX_VALUE_BYTES = 1024  # a longer string is cut (marked) before it enters a set
-DEFAULT_MAX_RECORD_BYTES = 900_000  # alerts (and every record we write) stay under the broker's 1 MB
+DEFAULT_MAX_RECORD_BYTES = 900_000  # state records and dead letters stay under the broker's 1 MB
 MIN_MAX_RECORD_BYTES = 65_536  # room for an alert's fixed columns and 128 ports, whatever the sets hold
+# Alerts are read by SIEMs that truncate or refuse far smaller events (Sentinel's custom details: 64 KB;
+# many HTTP collectors: 256 KB-1 MB), so an alert has a budget of its own, well below the record bound.
+DEFAULT_MAX_ALERT_BYTES = 32_768
+MIN_MAX_ALERT_BYTES = 32_768  # room for the fixed columns with 256-character keys of 6-byte escapes
+DEFAULT_MAX_SET_BYTES = 4_096  # one set column's serialized array
+MIN_MAX_SET_BYTES = 256
 
 
 class RuleConfigError(ValueError):
@@ -33,9 +39,11 @@ class RuleParams:
 
     The client being detected controls most strings we keep, so two bounds hold whatever it sends:
     `max_value_bytes` cuts every string before it enters a set (UTF-8 bytes, marker included, see
-    core.enrich.truncate), and `max_record_bytes` bounds an alert's serialized size by dropping the
-    largest members of its largest sets (never a count, see core.alerts.fit_alert). Both are part of
-    the rule's output, applied alike by `replay` and the stream.
+    core.enrich.truncate); `max_set_bytes` bounds each set column and `max_alert_bytes` the whole alert,
+    serialized, by dropping the largest members of the sets (never a count, see core.alerts.fit_alert);
+    `max_record_bytes` bounds every other record we write (state, dead letters). `nul_as_text` writes
+    NULs in alerts as the text `\\u0000` (see core.alerts.nul_as_text). All are part of the rule's
+    output, applied alike by `replay` and the stream.
     """
 
     bin_ms: int = DEFAULT_BIN_MS
@@ -44,6 +52,9 @@ class RuleParams:
     plus_as_space: bool = True
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_alert_bytes: int = DEFAULT_MAX_ALERT_BYTES
+    max_set_bytes: int = DEFAULT_MAX_SET_BYTES
+    nul_as_text: bool = True
 
     def __post_init__(self) -> None:
         if self.bin_ms <= 0:
@@ -57,6 +68,16 @@ class RuleParams:
         if self.max_record_bytes < MIN_MAX_RECORD_BYTES:
             raise RuleConfigError(
                 f"max record bytes must be at least {MIN_MAX_RECORD_BYTES}, got {self.max_record_bytes}"
+            )
+        if not MIN_MAX_ALERT_BYTES <= self.max_alert_bytes <= self.max_record_bytes:
+            raise RuleConfigError(
+                f"max alert bytes must be between {MIN_MAX_ALERT_BYTES} and max record bytes "
+                f"({self.max_record_bytes}), got {self.max_alert_bytes}"
+            )
+        if not MIN_MAX_SET_BYTES <= self.max_set_bytes <= self.max_alert_bytes:
+            raise RuleConfigError(
+                f"max set bytes must be between {MIN_MAX_SET_BYTES} and max alert bytes "
+                f"({self.max_alert_bytes}), got {self.max_set_bytes}"
             )
         if self.max_set_size and self.threshold > self.max_set_size:
             raise RuleConfigError(

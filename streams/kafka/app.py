@@ -17,6 +17,7 @@ from typing import Any
 import faust
 from faust.types import TP
 from faust.web import Request, Response, View
+from faust.web.base import BlueprintManager
 
 from streams.kafka.admin import repartition_topic
 from streams.kafka.detector import Detector
@@ -49,6 +50,13 @@ class Job:
     detector: Detector
     source_topic: Any
     settings: Settings
+
+
+def serve_only_our_pages(app: faust.App) -> None:
+    """The web port serves /healthz, /readyz and /metrics, nothing else: faust's own views (its blueprints:
+    /table/ serves the stored windows, the clients' queries and user agents included; /router/, /, /stats/,
+    /graph/, /performance/) are never registered. Our pages are app.page views, not blueprints."""
+    app.web.blueprints = BlueprintManager()
 
 
 def _store_url(settings: Settings) -> str:
@@ -129,7 +137,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         settings.alert_topic,
         settings.dlq_topic,
         metrics,
-        ocsf_max_bytes=settings.max_record_bytes if settings.alert_format == "ocsf" else None,
+        ocsf_max_bytes=settings.max_alert_bytes if settings.alert_format == "ocsf" else None,
     )
     detector = Detector(
         settings.stream_params(),
@@ -244,6 +252,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     if settings.web_port > 0:
         stall_limit_s = settings.stall_timeout / 1000
+        serve_only_our_pages(app)
 
         @app.page("/metrics")  # type: ignore[misc]
         class MetricsView(View):

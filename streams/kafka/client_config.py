@@ -68,17 +68,26 @@ def parse_properties(text: str, source: str) -> list[tuple[str, str]]:
             pending = line[:-1]
             continue
         match = re.match(r"([^=:\s]+)\s*[=:]\s*(.*)", line) or re.match(r"(\S+)\s+(.*)", line)
-        if match is None:
-            raise ClientConfigError(f"{source}:{number}: expected key=value, got {line.split()[0]!r}")
+        if match is None:  # the line is not shown: it may be a secret (a value put on a line of its own)
+            raise ClientConfigError(f"{source}:{number}: expected key=value (the line is not shown)")
         pairs.append((match.group(1), match.group(2)))
     return pairs
 
 
-def parse_pair(text: str) -> tuple[str, str]:
-    """`KEY=VALUE` from the command line or the environment."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ClientConfigError(f"--kafka-config takes KEY=VALUE, got {text.split('=')[0]!r}")
+def pair_problem(text: str) -> str | None:
+    """Why `text` is not `KEY=VALUE` (None: it is), without quoting it: it may hold a secret."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+        return "expected KEY=VALUE (the text is not shown)"
+    return None
+
+
+def parse_pair(text: str, where: str = "--kafka-config") -> tuple[str, str]:
+    """`KEY=VALUE` from the command line or the environment; `where` names it in an error."""
+    problem = pair_problem(text)
+    if problem is not None:
+        raise ClientConfigError(f"{where}: {problem}")
+    key, _, value = text.partition("=")
     return key.strip(), value.strip()
 
 
@@ -121,7 +130,7 @@ class KafkaClientConfig:
             except OSError as exc:
                 raise ClientConfigError(f"--kafka-config-file: cannot read {file}: {exc.strerror}") from None
             items += parse_properties(text, file)
-        items += [parse_pair(p) for p in pairs]
+        items += [parse_pair(p, f"--kafka-config value {n}") for n, p in enumerate(pairs, 1)]
         props: dict[str, str] = {}
         for raw_key, raw_value in items:
             key = ALIASES.get(raw_key, raw_key)
@@ -186,6 +195,11 @@ class KafkaClientConfig:
             missing = [k for k in needed if not has(k)]
             if missing:
                 raise ClientConfigError(f"sasl.mechanism=OAUTHBEARER needs {', '.join(missing)}")
+            from streams.kafka.oauth import endpoint_problem
+
+            problem = endpoint_problem(p["sasl.oauthbearer.token.endpoint.url"])
+            if problem is not None:
+                raise ClientConfigError(f"sasl.oauthbearer.token.endpoint.url {problem}")
         else:
             missing = [k for k in ("sasl.username", "sasl.password") if not has(k)]
             if missing:

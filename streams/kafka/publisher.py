@@ -6,9 +6,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from streams.core.deadletter import unpublishable
+from streams.core.escape import dumps
 from streams.core.ocsf import to_ocsf
 from streams.kafka.messages import DeadLetter, wall_ms
 from streams.kafka.metrics import Metrics
@@ -22,7 +21,9 @@ class Publisher:
 
     Every record the producer refuses for good (too large for the broker: see streams.kafka.producer) comes
     back here and is dead-lettered with Reason `unpublishable`, so no record can stop the worker; a
-    refused dead letter is logged and counted (`dead_letters_unsendable`)."""
+    refused dead letter is logged and counted (`dead_letters_unsendable`). Records are serialized with
+    core.escape.dumps: the client's strings reach SIEM consoles and terminals with their controls and
+    bidi characters escaped."""
 
     def __init__(
         self,
@@ -63,16 +64,16 @@ class Publisher:
             f"the broker refused this {size}-byte record for {record.topic}: {record.error.str()}",
             self.clock(),
         )
-        self.producer.send(self.dlq_topic, key, orjson.dumps(letter))
+        self.producer.send(self.dlq_topic, key, dumps(letter))
 
     def send(self, alerts: Sequence[dict[str, Any]], dead: Sequence[DeadLetter]) -> None:
         send = self.producer.send
         ocsf_max = self.ocsf_max_bytes
         for alert in alerts:
             record = alert if ocsf_max is None else to_ocsf(alert, ocsf_max)
-            send(self.alert_topic, alert["AlertId"].encode(), orjson.dumps(record))
+            send(self.alert_topic, alert["AlertId"].encode(), dumps(record))
         for key, record in dead:
-            send(self.dlq_topic, key, orjson.dumps(record))
+            send(self.dlq_topic, key, dumps(record))
 
     async def deliver(self) -> None:
         await self.producer.deliver()

@@ -13,6 +13,7 @@ import time
 import faust
 
 from streams import logs
+from streams.core.escape import printable
 from streams.errors import AuthError, JobError, ServiceUnreachable
 from streams.kafka.admin import ensure_topics, reach_kafka
 from streams.kafka.app import create_app
@@ -30,7 +31,7 @@ def run_worker(settings: Settings) -> int:
         os.makedirs(settings.data_dir, exist_ok=True)
         source_partitions = ensure_topics(settings)
     except JobError as exc:
-        sys.stderr.write(f"iis-portscan: {exc}\n")
+        sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
         return 2
     job = create_app(settings, source_partitions)
     worker = faust.Worker(

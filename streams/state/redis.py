@@ -87,15 +87,23 @@ class RedisStore:
         tls: Mapping[str, str] | None = None,
     ) -> None:
         """`username`/`password` override the URL's (keep the password out of the URL, which `ps`
-        shows); `tls`: redis-py's ssl_ca_certs, ssl_certfile, ssl_keyfile for rediss://."""
+        shows); `tls`: redis-py's ssl_ca_certs, ssl_certfile, ssl_keyfile for rediss://.
+
+        rediss:// always verifies the server's certificate and host name: asked for explicitly (redis-py
+        5.x did not check the host name by default), and set again after the URL is read, because
+        redis-py lets the URL's query (`?ssl_cert_reqs=none`) override keyword arguments."""
         options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5}
         if username:
             options["username"] = username
         if password is not None:
             options["password"] = password
+        verify = {"ssl_check_hostname": True, "ssl_cert_reqs": "required"}
         if url.startswith("rediss://"):
             options.update(tls or {})
+            options.update(verify)
         self.client: Any = aioredis.from_url(url, **options)
+        if url.startswith("rediss://"):
+            self.client.connection_pool.connection_kwargs.update(verify)
         self.address = redis_address(url)
         self.prefix = f"iis-portscan:{app_id}:".encode()
         self.ttl_ms = ttl_ms  # 0: no wall-clock expiry

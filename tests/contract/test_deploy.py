@@ -8,6 +8,7 @@ deploy/observability/METRICS.txt, the names the worker exports.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -105,8 +106,8 @@ def base(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
 def test_bases_render_the_expected_objects() -> None:
     kinds = {name: sorted(o["kind"] for o in render(path)) for name, path in BASES.items()}
     assert kinds == {
-        "rocksdb": ["PodDisruptionBudget", "Secret", "Service", "StatefulSet"],
-        "redis": ["Deployment", "PodDisruptionBudget", "Secret", "Secret"],
+        "rocksdb": ["NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"],
+        "redis": ["Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Secret"],
     }
     for name, path in BASES.items():
         keys = [(o["kind"], o["metadata"]["name"]) for o in render(path)]
@@ -201,8 +202,19 @@ def test_statefulset_has_a_volume_per_pod_at_the_data_dir() -> None:
 def test_redis_variant_is_a_deployment_without_persistent_volumes() -> None:
     deployment = workload(render(K8S / "redis"))
     assert deployment["kind"] == "Deployment"
-    env = plain_env(worker_container(deployment))
-    assert env["PORTSCAN_STORE"].startswith(("redis://", "rediss://"))
+    container = worker_container(deployment)
+    env = plain_env(container)
+    # TLS, the server checked against a CA from the Secret: never the password in clear
+    assert env["PORTSCAN_STORE"].startswith("rediss://")
+    ca = env["PORTSCAN_REDIS_CA"]
+    mount = next(m for m in container["volumeMounts"] if ca.startswith(m["mountPath"].rstrip("/") + "/"))
+    secret_name = next(
+        v["secret"]["secretName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )
+    secret = next(s for s in by_kind(render(K8S / "redis"), "Secret") if s["metadata"]["name"] == secret_name)
+    assert ca.rsplit("/", 1)[1] in secret["stringData"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     assert all(set(v) - {"name"} <= {"emptyDir", "secret"} for v in volumes), volumes
 
@@ -288,6 +300,30 @@ def test_environment_holds_only_worker_settings_with_valid_values(
     env = {k: v for k, v in plain_env(container).items() if k in current}
     loaded = Settings.load(None, env)
     assert loaded.web_port == WEB_PORT and loaded.data_dir == DATA_DIR
+
+
+def test_network_policy_admits_only_the_scraper_and_the_kubelet_to_the_web_port(
+    base: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Ingress to the worker pods: the web port only, from Prometheus's pods and the nodes' CIDR only."""
+    _, objects = base
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    labels = workload(objects)["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+    assert set(spec["podSelector"]) == {"matchLabels"}
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": WEB_PORT, "protocol": "TCP"}]
+    scraper, kubelet = rule["from"]
+    assert scraper == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    assert set(kubelet) == {"ipBlock"} and set(kubelet["ipBlock"]) == {"cidr"}
+    ipaddress.ip_network(kubelet["ipBlock"]["cidr"])
+    ports = {p["containerPort"] for p in worker_container(workload(objects))["ports"]}
+    assert ports == {WEB_PORT}, "a port the policy does not cover"
 
 
 def test_disruption_budget_covers_the_workload(base: tuple[str, list[dict[str, Any]]]) -> None:

@@ -660,3 +660,65 @@ def test_parse_iso_ms_any_text(text: str) -> None:
     for _ in range(2):  # the second time through the minute cache
         ms = parse_iso_ms(text)
         assert ms is None or (type(ms) is int and MIN_MS <= ms <= MAX_MS)
+
+
+# --- nesting a million deep: every parse entry point, in a child process -----------------------------
+
+MILLION = 1_000_000
+_MILLION_SCRIPT = r"""
+import io, sys
+from streams.core.parse import decode_records, parse_json, single_event
+from streams.core.records import ParseError
+from streams.core.shippers import MessageReader
+from streams.io.sources import SourceOptions, iter_file
+from streams.kafka.messages import MessageDecoder
+
+D = int(sys.argv[1])
+payloads = (
+    b"[" * D + b"]" * D,
+    b'{"records":' + b"[" * D + b"]" * D + b"}",
+    b'{"a":' * D + b"1" + b"}" * D,
+    b'{"TimeGenerated":"2026-01-01T00:00:00Z","cIP":' + b"[" * D + b"]" * D + b"}",
+    b"[" * D,
+)
+
+class Msg:
+    def __init__(self, value):
+        self.value, self.key, self.topic, self.partition, self.offset = value, None, "in", 0, 0
+        self.timestamp, self.headers = 0, []
+
+def results():
+    for payload in payloads:
+        for p in (payload, payload.decode()):
+            assert single_event(p) is None
+            yield from (r for _, r in decode_records(p))
+            yield from parse_json(p)
+            for force in (None, "w3ciislog", "raw", "ecs", "nxlog"):
+                yield from (r for _, r in MessageReader(computer="W", force=force).read(p))
+        dead = []
+        assert list(MessageDecoder(MessageReader(computer="W")).records(Msg(payload), 0, dead, False)) == []
+        assert dead, "no dead letter"
+        for path in ("events.json", "events.jsonl", "noext"):
+            for data in (payload, payload + b"\n" + payload):
+                reader = io.BufferedReader(io.BytesIO(data))
+                yield from (r for _, r in iter_file(path, SourceOptions(computer="W"), reader))
+
+n = 0
+for result in results():
+    assert isinstance(result, ParseError), type(result)
+    n += 1
+print("dead-lettered", n)
+"""
+
+
+def test_json_a_million_deep_is_dead_lettered_by_every_entry_point() -> None:
+    """2 MB of brackets (orjson < 3.9.15 overflowed the C stack on such a message: a segfault before the
+    offset is committed, so a crash loop): every reader gives ParseErrors, nothing crashes the process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MILLION_SCRIPT, str(MILLION)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.startswith("dead-lettered ")

@@ -222,7 +222,7 @@ def test_address_and_hostname_checks() -> None:
 
 
 def test_max_bytes_bounds_the_record_like_fit_alert_and_replay_and_stream_trim_alike() -> None:
-    params = RuleParams(max_set_size=0, max_record_bytes=65_536)
+    params = RuleParams(max_set_size=0, max_record_bytes=65_536, max_alert_bytes=65_536, max_set_bytes=65_536)
     key = WindowKey(T0, "203.0.113.9", "WEB01", "10.0.0.11")
     agg = WindowAgg()
     for p in range(2000):

@@ -72,3 +72,22 @@ def test_rocksdb_memory_bounds_each_partition_database() -> None:
     assert opts["write_buffer_size"] * opts["max_write_buffer_number"] == 64 * mib
     small = Settings.load(None, {"PORTSCAN_ROCKSDB_MEMORY": "2"}).rocksdb_options()
     assert small["write_buffer_size"] >= mib  # never a zero-sized memtable
+
+
+@pytest.mark.parametrize(
+    "tls",
+    [{"PORTSCAN_REDIS_CA": "/ca.pem"}, {"PORTSCAN_REDIS_CERT": "/c.pem", "PORTSCAN_REDIS_KEY": "/k.pem"}],
+)
+@pytest.mark.parametrize("store", ["redis://:pw@redis:6379/0", "rocksdb://", "memory://"])
+def test_redis_tls_options_need_a_rediss_url(tls: dict[str, str], store: str) -> None:
+    """--redis-ca and the client certificate were ignored with redis://: plaintext, password in clear."""
+    with pytest.raises(ConfigError, match="rediss://"):
+        Settings.load(None, {"PORTSCAN_STORE": store, **tls})
+    assert Settings.load(None, {"PORTSCAN_STORE": "rediss://redis:6380/0", **tls}).redis_store_options()[
+        "tls"
+    ]
+
+
+def test_redis_client_certificate_and_key_go_together() -> None:
+    with pytest.raises(ConfigError, match="together"):
+        Settings.load(None, {"PORTSCAN_STORE": "rediss://redis:6380/0", "PORTSCAN_REDIS_CERT": "/c.pem"})
