@@ -123,6 +123,7 @@ class PartitionEngine:
         "_expired_to",
         "_prefixes",
         "_spilled",
+        "_stale",
         "enricher",
         "last_input_wall_ms",
         "meta",
@@ -140,6 +141,7 @@ class PartitionEngine:
         self.open: dict[bytes, WindowRecord] = {}
         self._by_end: dict[int, list[bytes]] = {}  # window end -> keys of the open windows ending then
         self._spilled: dict[int, int] = {}  # window end -> open windows of that bin in the store only
+        self._stale: dict[int, int] = {}  # window end -> entries of `_by_end` spilled since compacted
         self._prefixes: dict[int, bytes] = {}  # window start -> its encoded store-key prefix
         self.last_input_wall_ms = now_ms
         self._expired_to = NO_TIME
@@ -365,6 +367,7 @@ class PartitionEngine:
         finals: list[dict[str, Any]] = []
         for end in sorted(e for e in self._by_end.keys() | spilled.keys() if e <= watermark):
             closed: set[bytes] | None = set() if spilled.pop(end, 0) else None
+            self._stale.pop(end, None)
             for key in self._by_end.pop(end, ()):
                 rec = open_pop(key, None)
                 if rec is None:
@@ -387,16 +390,31 @@ class PartitionEngine:
 
     # ------------------------------------------------------------------ spilling
 
+    def coldest(self, count: int) -> list[bytes]:
+        """The keys of the `count` least recently touched open windows, coldest first."""
+        return list(islice(self.open, max(0, count)))
+
     def spill(self, count: int) -> StepResult:
         """Drop the `count` least recently touched open windows from memory; their records are the
         result's writes, to be written by the normal checkpoint (see the module docstring)."""
         out = StepResult()
         open_, spilled, bin_ms = self.open, self._spilled, self.params.rule.bin_ms
-        for key in list(islice(open_, max(0, count))):
+        stale = self._stale
+        for key in self.coldest(count):
             rec = open_.pop(key)
             end = key_start_ms(key) + bin_ms
             spilled[end] = spilled.get(end, 0) + 1
-            out.writes[key] = rec  # its entry in `_by_end` stays: `_advance` skips it
+            stale[end] = stale.get(end, 0) + 1
+            out.writes[key] = rec
+        # A spilled key's entry in `_by_end` would keep its bytes alive (memory growing with the flood,
+        # not the bound): a list with as many spilled entries as live ones is rebuilt (amortized O(1)).
+        for end, n in list(stale.items()):
+            keys = self._by_end.get(end)
+            if keys is None:
+                del stale[end]
+            elif 2 * n >= len(keys):
+                self._by_end[end] = [key for key in dict.fromkeys(keys) if key in open_]
+                del stale[end]
         return out
 
     def _unspill(self, end: int) -> None:

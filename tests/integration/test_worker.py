@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from .workerkit import (
@@ -341,3 +342,40 @@ def test_topics_create_is_idempotent_and_alert_topic_is_compacted(job: Job, kafk
     assert configs[job.input_topic]["cleanup.policy"] == "delete"
     assert configs[job.dlq_topic]["cleanup.policy"] == "delete"
     assert int(configs[job.dlq_topic]["retention.ms"]) == 7 * 86_400_000
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "redis"])
+def test_a_tiny_max_open_windows_equals_replay(job: Job, tmp_path: Path, store: str, request: Any) -> None:
+    """`--max-open-windows 20` over a thousand clients: windows are spilled to the store (RocksDB with its
+    changelog, or Redis), read back when their client returns and closed from the store, and the latest
+    revisions still equal replay."""
+    records = recent_workload(8_000, seed=17, scan_share=0.2, benign_clients=1_000)
+    sample = tmp_path / "sample.jsonl"
+    sample.write_bytes(jsonl(records))
+    expected = expected_view(records)
+    assert len(expected) >= 3
+    url = request.getfixturevalue("redis_url") if store == "redis" else "rocksdb://"
+    env = job.env(input_keyed="true", partitions="2", store=url)
+    job.cli("topics", "create", env=env)
+    job.cli("produce", str(sample), env=env)
+    alerts = job.reader(job.alert_topic)
+    args = ("--max-open-windows", "20", "--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"))
+    try:
+        with job.worker(*args, env=env) as worker:
+            alerts.poll_until(
+                lambda got: view(latest(values_of(got)).values()) == expected,
+                STARTUP_AND_WORK_S,
+                worker.check_alive,
+                "alerts == replay",
+            )
+        job.check_clean_stop(worker)
+    finally:
+        if store == "redis":
+            import redis
+
+            client = redis.Redis.from_url(url)
+            keys = list(client.scan_iter(match=f"iis-portscan:{job.name}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    assert view(latest(values_of(alerts.records)).values()) == expected

@@ -20,7 +20,7 @@ from streams.core.engine import PartitionEngine, StalePlan, StreamParams
 from streams.core.records import IISEvent, Reason
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
-from streams.core.windows import META_KEY, key_start_ms
+from streams.core.windows import META_KEY, decode_key, key_start_ms
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 BIN = 600_000
@@ -475,3 +475,23 @@ def test_engine_store_keys_are_encode_key(rows: list[tuple[int, str, str, str]])
     assert plan.load == [] and plan.keys == expected
     out = engine.step(plan, {}, NOW)
     assert set(out.writes) - {META_KEY} == set(expected)
+
+
+def test_the_coldest_windows_are_the_least_recently_touched() -> None:
+    sim = Sim()
+    sim.feed(offsets([ev(T0, 1, cip="a"), ev(T0, 1, cip="b"), ev(T0, 1, cip="c")]))
+    sim.feed([(3, ev(T0 + 1, 2, cip="a"))])  # a touched again: the warmest
+    assert [decode_key(k).cIP for k in sim.engine.coldest(2)] == ["b", "c"]
+    out = sim.engine.spill(1)
+    assert [decode_key(k).cIP for k in out.writes] == ["b"] and sim.engine.spilled_count() == 1
+
+
+def test_memory_for_spilled_windows_does_not_grow_with_the_flood() -> None:
+    """A flood of distinct clients under a bound of 10: what the engine keeps of its spilled windows
+    (their index by window end) stays a small multiple of the bound, not one entry per client (the
+    index used to keep every spilled key alive: ~140 bytes each, 490 MB of a 4M-client flood)."""
+    sim = Sim(max_open=10)
+    for n in range(0, 2000, 20):
+        sim.feed(offsets([ev(T0 + i, 443, cip=f"2001:db8::{i:x}") for i in range(n, n + 20)], n))
+    assert sim.engine.open_count() == 10 and sim.engine.spilled_count() == 1990
+    assert sum(len(keys) for keys in sim.engine._by_end.values()) <= 3 * 10 + 20
