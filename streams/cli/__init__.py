@@ -25,6 +25,7 @@ TOPIC_SETTINGS = (
     "retention",
 )
 WORKER_SETTINGS = Settings.names()
+SOC_SETTINGS = ("allowlist", "alert_entities", "notify_by", "suppress_for", "notify_cap")  # replay's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     replay.add_argument("--output", "-o", metavar="FILE", help="write alerts here instead of stdout")
     replay.add_argument(
+        "--notify",
+        metavar="FILE",
+        help="write the notifications (pages and summaries, as the worker's --notify-topic) here",
+    )
+    replay.add_argument(
+        "--sweep",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="back-test: threshold=10,20,30 and/or bin=5m,10m (repeatable); prints a table of windows, "
+        "clients and notifications per combination instead of alerts",
+    )
+    replay.add_argument(
+        "--output-dir", metavar="DIR", help="with --sweep: write each combination's alerts to DIR"
+    )
+    replay.add_argument(
         "--computer",
         metavar="NAME",
         help="Computer for W3C .log lines (default: s-computername, else this host)",
@@ -54,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
-    Settings.add_arguments(replay, (*RULE_SETTINGS, "alert_format", "input_format", "w3c_fields"))
+    Settings.add_arguments(
+        replay, (*RULE_SETTINGS, "alert_format", "input_format", "w3c_fields", *SOC_SETTINGS)
+    )
 
     sample = sub.add_parser(
         "sample",
@@ -131,7 +149,11 @@ def _main(argv: Sequence[str] | None) -> int:
             input_format=settings.input_format,
             w3c_fields=settings.w3c_fields,
         )
-        return main_replay(args.files, settings, options, args.output)
+        if args.sweep:
+            from streams.cli.sweep import main_sweep
+
+            return main_sweep(args.files, settings, options, args.sweep, args.output_dir)
+        return main_replay(args.files, settings, options, args.output, args.notify)
     if args.command == "sample":
         return _sample(args)
     if args.command == "worker":

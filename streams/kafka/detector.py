@@ -39,6 +39,7 @@ from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
 from streams.core.windows import META_KEY
+from streams.kafka.gate import Gate
 from streams.kafka.messages import (
     SEQ_SHIFT,
     DeadLetter,
@@ -84,6 +85,7 @@ class Detector:
         metrics: Metrics | None = None,
         trust_headers: bool = True,
         reader: MessageReader | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.params = params
         self.store = store
@@ -112,6 +114,7 @@ class Detector:
         self._stage = getattr(store, "stage", None)  # a store that sends a log ahead (StagedWrites)
         self.lock = asyncio.Lock()
         self.metrics = metrics or publisher.metrics
+        self.gate = gate  # allowlist, entities, notifications: where alerts leave (streams.kafka.gate)
 
     def assign(self, partitions: Iterable[int]) -> None:
         """A rebalance's new assignment: these partitions are this worker's again."""
@@ -127,6 +130,8 @@ class Detector:
             if partition in self.revoked:
                 raise RuntimeError(f"partition {partition} was revoked from this worker")
             records = await self.store.load_partition(partition)
+            if self.gate is not None:
+                records = self.gate.restore(partition, records)  # takes its notification state out
             meta = Meta.from_bytes(dict(records).get(META_KEY))
             engine = PartitionEngine(self.params, meta, self.clock())
             engine.restore(records)
@@ -146,6 +151,9 @@ class Detector:
         in the store)."""
         async with self.lock:
             await self._checkpoint(final=True)
+            partitions = list(partitions)
+            if self.gate is not None:
+                self.gate.drop(partitions)
             for p in partitions:
                 self.revoked.add(p)
                 self.pending.pop(p, None)
@@ -261,6 +269,10 @@ class Detector:
 
     def _emit(self, partition: int, out: StepResult, dead: list[DeadLetter]) -> None:
         """Send a step's alerts and dead letters, and hold its writes for the next checkpoint."""
+        if self.gate is not None and (out.alerts or self.gate.notifiers):
+            # The gate's notification state is written with this step's records (same checkpoint).
+            out.alerts, notes = self.gate.judge(partition, out.alerts, self.engines[partition].meta.watermark)
+            out.writes.update(notes)  # type: ignore[arg-type]
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
             log.info(

@@ -29,10 +29,10 @@ def run_worker(settings: Settings) -> int:
             asyncio.run(reach_redis(settings))
         os.makedirs(settings.data_dir, exist_ok=True)
         source_partitions = ensure_topics(settings)
+        job = create_app(settings, source_partitions)  # reads the allowlist (file, topic) first
     except JobError as exc:
         sys.stderr.write(f"iis-portscan: {exc}\n")
         return 2
-    job = create_app(settings, source_partitions)
     worker = faust.Worker(
         job.app,
         loglevel=settings.log_level,
