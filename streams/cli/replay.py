@@ -15,9 +15,8 @@ import orjson
 
 from streams.core.allowlist import Allowlist, AllowlistError, judge
 from streams.core.batch import BatchDetector
-from streams.core.entities import add_entities
+from streams.core.entities import add_entities, ocsf_finding
 from streams.core.notify import notify_all
-from streams.core.ocsf import to_ocsf
 from streams.core.records import IISEvent, ParseError
 from streams.io.sources import SourceOptions, iter_file, open_binary
 from streams.settings import Settings
@@ -158,7 +157,7 @@ def run_replay(
     ocsf = settings.alert_format == "ocsf"  # one OCSF Detection Finding per alert, bounded like an alert
     max_bytes = detector.params.max_record_bytes
     for alert in alerts:
-        record = to_ocsf(alert, max_bytes) if ocsf else alert
+        record = ocsf_finding(alert, max_bytes) if ocsf else alert
         out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     out.flush()
     bad = stats.report(err)

@@ -79,3 +79,30 @@ def add_entities(alert: dict[str, Any], max_record_bytes: int | None = None) -> 
     if max_record_bytes is not None and len(orjson.dumps(out)) > max_record_bytes:
         out["CustomDetails"] = {}
     return out
+
+
+RESOURCE_ROOM = 1024  # bytes kept free for `resources` (two strings of at most 256 characters, escaped)
+
+
+def ocsf_finding(alert: dict[str, Any], max_bytes: int | None) -> dict[str, Any]:
+    """The alert's OCSF Detection Finding (core.ocsf.to_ocsf), with `resources` when the alert carries
+    entities; within `max_bytes` either way. What the worker publishes and `replay` writes."""
+    from streams.core.ocsf import to_ocsf
+
+    if "AlertEntities" not in alert:
+        return to_ocsf(alert, max_bytes)
+    room = None if max_bytes is None else max_bytes - RESOURCE_ROOM
+    return with_ocsf_resources(to_ocsf(alert, room), alert)
+
+
+def with_ocsf_resources(finding: dict[str, Any], alert: dict[str, Any]) -> dict[str, Any]:
+    """A Detection Finding with `resources`: the Host entity (the attacked server: `Computer`, and `sIP`
+    when it is an address). The IP entities are the finding's observables and evidences already."""
+    from streams.core.ocsf import is_hostname, is_ip
+
+    resource: dict[str, Any] = {"type": "Host", "name": alert["Computer"], "uid": alert["Computer"]}
+    if is_hostname(alert["Computer"]):
+        resource["hostname"] = alert["Computer"]
+    if is_ip(alert["sIP"]):
+        resource["ip"] = alert["sIP"]
+    return {**finding, "resources": [resource]}

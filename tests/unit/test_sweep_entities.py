@@ -83,3 +83,35 @@ def test_title_is_cut_and_a_record_near_its_limit_drops_details() -> None:
     size = len(orjson.dumps(add_entities(dict(alert))))
     fitted = add_entities(dict(alert), size - 1)
     assert fitted["CustomDetails"] == {} and fitted["AlertEntities"]
+
+
+def test_ocsf_finding_maps_the_host_entity_to_resources_and_validates() -> None:
+    import json
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+    from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
+
+    from streams.core.entities import ocsf_finding
+
+    alert = add_entities(dict(detect(sample_events(), BASE)[0]))
+    finding = ocsf_finding(alert, 900_000)
+    assert finding["resources"] == [
+        {
+            "type": "Host",
+            "name": alert["Computer"],
+            "uid": alert["Computer"],
+            "hostname": alert["Computer"],
+            "ip": alert["sIP"],
+        }
+    ]
+    assert {o["value"] for o in finding["observables"]} >= {alert["cIP"], alert["sIP"]}
+    ours = json.loads(
+        (resources.files("streams") / "schemas" / "ocsf-detection-finding.schema.json").read_text()
+    )
+    assert list(Draft202012Validator(ours).iter_errors(finding)) == []
+    published = OcsfJsonSchemaEmbedded(dict(get_ocsf_schema(version="1.8.0"))).get_class_schema(
+        "detection_finding"
+    )
+    assert [e.message for e in Draft202012Validator(published).iter_errors(finding)] == []
+    assert "resources" not in ocsf_finding(detect(sample_events(), BASE)[0], 900_000)  # without entities
