@@ -119,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     alerts.add_argument("--max", type=int, default=0, metavar="N", help="stop after N alerts")
     Settings.add_arguments(alerts, (*CLIENT_SETTINGS, "app_id", "alert_topic"))
+
+    notes = sub.add_parser("notifications", help="follow the notify topic (--notify-topic): pages, summaries")
+    notes.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
+    notes.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this long without a new record (default: follow forever)",
+    )
+    notes.add_argument("--max", type=int, default=0, metavar="N", help="stop after N records")
+    Settings.add_arguments(notes, (*CLIENT_SETTINGS, "app_id", "notify_topic"))
     return parser
 
 
@@ -160,7 +172,7 @@ def _main(argv: Sequence[str] | None) -> int:
         from streams.kafka.runner import run_worker
 
         return run_worker(settings)
-    if args.command in ("topics", "produce", "alerts"):
+    if args.command in ("topics", "produce", "alerts", "notifications"):
         from streams.kafka.admin import reach_kafka
 
         reach_kafka(settings)  # a clear line, not a hang or a traceback, when the brokers do not answer
@@ -181,6 +193,12 @@ def _main(argv: Sequence[str] | None) -> int:
         from streams.cli.alerts import run_follow
 
         return run_follow(settings, args.pretty, args.idle_exit, args.max)
+    if args.command == "notifications":
+        from streams.cli.notifications import run_notifications
+
+        if not settings.notify_topic:
+            parser.error("notifications: set --notify-topic (or PORTSCAN_NOTIFY_TOPIC)")
+        return run_notifications(settings, args.pretty, args.idle_exit, args.max)
     parser.error(f"unknown command {args.command}")
     return 2
 
