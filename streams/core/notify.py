@@ -28,10 +28,13 @@ checkpoint finds the state (paged: suppressed from then on, never forgotten). A 
 replays the input since the last checkpoint: the engine repeats the same alerts (same AlertIds), and
 this module, from the same stored state, makes the same decision - a page for the same
 (entity, period), under the same NotificationId key, and byte-identical summaries (their content and
-Revision derive from the windows' content, not from the order or batching of events) - so the only
-repeat a crash can cause is a record with a key already sent, which the compacted topic and the pager
-dedup. Never a second NotificationId for one (entity, period), and never a page lost: a page is sent
-before the state that records it can be written.
+Revision derive from the windows' content, not from the order or batching of events). Never a second
+NotificationId for one (entity, period), and never a page lost: a page is sent before the state that
+records it can be written. And no page twice: the pages delivered after the last checkpoint are on the
+notify topic, so a restarted partition reads its own back (`mark_paged`, the worker's gate) before it
+replays, and the replayed alert finds its page sent. (A page the crash left undelivered is sent then,
+once; summaries are re-derived and sent again only if the stored state had not recorded them, with
+the same bytes.)
 
 The state records' keys start with the period's end (13 digits, like a window key's start) and go on
 with a JSON object, where a window key goes on with a JSON array: every store keeps them with the
@@ -53,7 +56,7 @@ from streams.core.timefmt import format_iso_ms, parse_iso_ms
 from streams.core.windows import START_DIGITS
 
 _NS = uuid.UUID("0b5d9a7e-3f1c-5e42-8d6a-44a555d8ecee")
-MAX_WINDOWS = 2000  # windows tracked per notification (an entity scanning thousands of servers)
+MAX_WINDOWS = 500  # windows tracked per notification: its state record stays far below --max-record-bytes
 LISTED = 100  # windows and entities listed in one record; the counts stay exact
 WINDOW_FIELDS = ("AlertId", "TimeGenerated", "cIP", "Computer", "sIP", "portCount", "ConnectionsCount")
 
@@ -159,6 +162,28 @@ class Notifier:
             else:
                 rest.append((key, data))
         return rest
+
+    def mark_paged(self, pages: Iterable[dict[str, Any]]) -> int:
+        """Pages this partition is known to have delivered (read back from the notify topic after a
+        restart) count as sent, though the crash came before the checkpoint that would have recorded
+        them: the replayed alert is then suppressed instead of paging again. Returns how many were new."""
+        new = 0
+        p = self.params
+        for page in pages:
+            start = parse_iso_ms(page["PeriodStart"])
+            entity = tuple(page["Entity"].get(name) for name in p.by)
+            if start is None or page.get("Kind") != "page" or not all(isinstance(v, str) for v in entity):
+                continue  # another configuration's record, or not a page
+            key = self.state_key(start + p.period_ms, entity)
+            state = self.states.get(key)
+            if state is None:
+                state = Period(entity, start)
+                self._add(key, state)
+            if not state.paged:
+                state.paged, state.capped = True, False
+                self._paged[start] = self._paged.get(start, 0) + 1
+                new += 1
+        return new
 
     def observe(self, alerts: Sequence[dict[str, Any]], watermark: int) -> Notified:
         """Fold alerts (as published, in order) into their notifications, then close the periods the

@@ -221,7 +221,8 @@ def specs(settings: Settings, source_partitions: int) -> list[TopicSpec]:
     if settings.allowlist_topic:  # one entry per key, read whole by every worker
         out.append(TopicSpec(settings.allowlist_topic, 1, {"cleanup.policy": "compact"}))
     if settings.notify_topic:  # the page and then the summary of one notification share a key
-        out.append(TopicSpec(settings.notify_topic, settings.partitions, {"cleanup.policy": "compact"}))
+        notify = {"cleanup.policy": "compact,delete", "retention.ms": retention}  # read back at restarts
+        out.append(TopicSpec(settings.notify_topic, settings.partitions, notify))
     return out
 
 

@@ -25,7 +25,7 @@ from streams.kafka.admin import repartition_topic
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
 from streams.kafka.faust_compat import changelog_applier, recovery_state
-from streams.kafka.gate import AllowlistTopic, Gate
+from streams.kafka.gate import AllowlistTopic, Gate, page_reader
 from streams.kafka.messages import MessageDecoder, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
 from streams.kafka.producer import AsyncProducer
@@ -96,6 +96,9 @@ def build_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) ->
         if topic is not None:
             topic.stop()
         raise ConfigError(f"--allowlist: {exc}") from None
+    if settings.notify_topic:
+        client = {**settings.kafka_client().librdkafka(), "bootstrap.servers": settings.brokers}
+        gate.read_pages = page_reader(settings.notify_topic, client, settings.connect_timeout / 1000)
     gate.allowlisted = metrics.allowlisted
     gate.counts = metrics.soc
     gate.counts["allowlist_reloads"] += int(file is not None)

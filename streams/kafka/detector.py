@@ -131,7 +131,7 @@ class Detector:
                 raise RuntimeError(f"partition {partition} was revoked from this worker")
             records = await self.store.load_partition(partition)
             if self.gate is not None:
-                records = self.gate.restore(partition, records)  # takes its notification state out
+                records = await self.gate.restore(partition, records)  # takes its notification state out
             meta = Meta.from_bytes(dict(records).get(META_KEY))
             engine = PartitionEngine(self.params, meta, self.clock())
             engine.restore(records)

@@ -10,10 +10,12 @@ notification state records to write with that checkpoint, so they follow the win
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +28,57 @@ from streams.io.allowlist_file import AllowlistFile
 from streams.kafka.producer import AsyncProducer
 
 log = logging.getLogger("iis-portscan")
+PARTITION_HEADER = "notify-partition"  # the detector partition whose notifier sent a notify record
+
+
+def page_reader(topic: str, client_config: dict[str, Any], timeout_s: float) -> Callable[[int], list[Any]]:
+    """A function reading the notify topic whole (compacted, and deleted past twice the retention) and
+    returning the pages that one detector partition sent; for `Gate.restore`, in a thread."""
+
+    def read(partition: int) -> list[dict[str, Any]]:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        consumer = Consumer(
+            {**client_config, "group.id": f"{topic}-reader", "enable.auto.commit": False,
+             "enable.partition.eof": True}
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        wanted = str(partition).encode()
+        pages: list[dict[str, Any]] = []
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return pages
+            parts = sorted(meta.partitions)
+            pending = set()
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+                if high > low:
+                    pending.add(p)
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{topic} not read to its end within {timeout_s:g}s")
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                        continue
+                    raise RuntimeError(error.str())
+                headers = dict(msg.headers() or ())
+                value = msg.value()
+                if headers.get(PARTITION_HEADER) == wanted and value is not None:
+                    record = orjson.loads(value)
+                    if isinstance(record, dict) and record.get("Kind") == "page":
+                        pages.append(record)
+        finally:
+            consumer.close()
+        return pages
+
+    return read
 
 
 class AllowlistTopic:
@@ -138,6 +191,7 @@ class Gate:
         self.notify = notify
         self.producer = producer
         self.notify_topic = notify_topic
+        self.read_pages: Callable[[int], list[dict[str, Any]]] | None = None  # see `restore`
         self.allowlist: Allowlist | None = None
         self._file_entries: list[Entry] = []
         self._topic_version = -1
@@ -189,12 +243,28 @@ class Gate:
 
     # ------------------------------------------------------------------ the detector's hooks
 
-    def restore(self, partition: int, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """A partition's stored records without the notification state, which this takes."""
+    async def restore(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """A partition's stored records without the notification state, which this takes; then the pages
+        this partition delivered after its last checkpoint, read back from the notify topic, count as
+        sent (core.notify: no page twice after a crash)."""
         if self.notify is None:
             return list(records)
-        notifier = self.notifiers[partition] = Notifier(self.notify, partition)
-        return notifier.restore(records)
+        notifier = Notifier(self.notify, partition)
+        rest = notifier.restore(records)
+        if self.read_pages is not None:
+            try:
+                pages = await asyncio.to_thread(self.read_pages, partition)
+                new = notifier.mark_paged(pages)
+                if new:
+                    log.info("partition %d: %d pages delivered before a restart read back", partition, new)
+            except Exception as exc:  # never a stop: the stored state alone may page once more
+                log.warning(
+                    "partition %d: notify topic not read back (%s): a page may repeat", partition, exc
+                )
+        self.notifiers[partition] = notifier
+        return rest
 
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
@@ -220,7 +290,8 @@ class Gate:
         notified = notifier.observe(kept, watermark)
         self.counts["notifications_suppressed"] += notified.suppressed
         assert self.producer is not None
+        header = [(PARTITION_HEADER, str(partition).encode())]  # read back by `restore`
         for key, record in notified.records:
             self.counts[f"notifications_{record['Kind']}"] += 1
-            self.producer.send(self.notify_topic, key, orjson.dumps(record))
+            self.producer.send(self.notify_topic, key, orjson.dumps(record), headers=header)
         return kept, notified.writes
