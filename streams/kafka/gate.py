@@ -129,7 +129,6 @@ class AllowlistTopic:
                 else:
                     self.stopping.wait(0.5)
             self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
-            pending_eof = set(parts)
             ends = {
                 p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
                 for p in parts
@@ -195,6 +194,7 @@ class Gate:
         self.allowlist: Allowlist | None = None
         self._file_entries: list[Entry] = []
         self._topic_version = -1
+        self._topic_errors = 0
         self.notifiers: dict[int, Notifier] = {}
         self.allowlisted: Counter[str] = Counter()  # alerts suppressed, by entry id
         self.counts: Counter[str] = Counter()
@@ -223,6 +223,9 @@ class Gate:
                 log.error("allowlist not reloaded, the previous one stays in force: %s", exc)
         if self.topic is not None and self.topic.version != self._topic_version:
             changed = True
+        if self.topic is not None and self.topic.errors != self._topic_errors:
+            self.counts["allowlist_errors"] += self.topic.errors - self._topic_errors  # bad topic records
+            self._topic_errors = self.topic.errors
         if changed:
             before = self.allowlist.version if self.allowlist is not None else ""
             self._rebuild()

@@ -35,7 +35,8 @@ COUNTER_HELP = {
 }
 SOC_HELP = {  # streams.kafka.gate's counters (issue 24)
     "allowlist_reloads": "times the allowlist file was read (at start and on every change)",
-    "allowlist_errors": "allowlist file versions refused (the previous list stayed in force)",
+    "allowlist_errors": "allowlist file versions refused (the previous list stayed in force) and allowlist "
+    "topic records ignored",
     "notifications_page": "notification pages sent (one per entity per suppression period)",
     "notifications_summary": "notification summaries sent (at a period's close, or revised by a late alert)",
     "notifications_cap": "cap records sent (a period's pages reached --notify-cap)",
