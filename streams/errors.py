@@ -25,3 +25,12 @@ class StoreUnavailable(ServiceUnreachable):
 
 class AuthError(JobError):
     """A service refused our credentials or permissions."""
+
+
+class Fenced(JobError):
+    """Another worker claimed these partitions of a shared store since this one did: this worker's
+    writes of them are refused (it is not their owner any more), and it must let them go."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        super().__init__(f"partitions {partitions} were claimed by another worker: not written")
+        self.partitions = partitions

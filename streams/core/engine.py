@@ -11,8 +11,10 @@ the last sequence applied to it; an event at or below that is skipped. (With rep
 source is the original input position, so a record the router forwards twice is counted once.)
 The record is written only after the alerts it caused were delivered, so a replay repeats at most
 alerts (same AlertId; a revision derived from content, see `state_records.revision`), never a count.
-The partition's meta record (watermark) is written before the window records of the same step, so a
-window closed by a watermark is never reopened by a restore that lost that watermark.
+The partition's meta record (watermark, newest event time) is written before the window records of the
+same step, so a window closed by a watermark is never reopened by a restore that lost that watermark; and
+it is written whenever either changes, so a restored partition closes by idleness every window its
+events opened (`tick` closes up to the newest event time + one bin).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class StepResult:
     writes: dict[bytes, WindowRecord | Meta] = field(default_factory=dict)
     rejected: list[tuple[int, ParseError]] = field(default_factory=list)  # (index in the batch, why)
     expire_before_ms: int | None = None  # delete stored windows that start before this
+    already_applied: int = 0  # events skipped: their window had applied them (input read twice)
 
 
 @dataclass(slots=True)
@@ -168,11 +171,14 @@ class PartitionEngine:
         out = StepResult()
         if plan.batch:
             self.last_input_wall_ms = now_ms
+        newest_before = self.meta.max_event_ms
         touched = self._apply(plan, loaded, now_ms, out)
         self._alert_touched(touched, out)
         if self.meta.max_event_ms != NO_TIME:
             self._advance(self.meta.max_event_ms - self.params.grace_ms, out)
-        out.writes.update(touched)  # after the meta record `_advance` may write: it goes first
+        if self.meta.max_event_ms != newest_before:
+            out.writes[META_KEY] = self.meta  # what `tick` needs after a restore (see the docstring)
+        out.writes.update(touched)  # after the meta record: it goes first
         return out
 
     def _apply(
@@ -220,6 +226,7 @@ class PartitionEngine:
                     if start + bin_ms <= watermark:
                         rec.closed = True  # its stored form may predate the close: see `_advance`
             if not rec.first_time(offset):
+                out.already_applied += 1
                 continue  # applied before a restart: exactly-once state effect
             rec.add(t, ev.sPort, values(ev), cap)
             touched[key] = rec
@@ -328,3 +335,14 @@ class PartitionEngine:
 
     def open_count(self) -> int:
         return len(self.open)
+
+    def overdue_count(self, now_ms: int) -> int:
+        """Open windows that `tick` should have closed by now: the partition has had no input for the
+        idle timeout + one bin (ticks had time to run), and they ended more than grace ago. Nonzero only
+        when something keeps ticks from closing them (the partition never looks caught up): a gauge."""
+        p = self.params
+        if not p.idle_timeout_ms or now_ms - self.last_input_wall_ms < p.idle_timeout_ms + p.rule.bin_ms:
+            return 0
+        limit = now_ms - p.grace_ms
+        open_ = self.open
+        return sum(1 for end, keys in self._by_end.items() if end <= limit for key in keys if key in open_)

@@ -243,7 +243,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     def caught_up() -> list[int]:
         """Detector partitions whose position is at the end offset: only those may idle. With the
         router, none while this worker's own input partitions still lag (the repartition topic only
-        looks caught up then)."""
+        looks caught up then). A partition that never held a record is caught up (its lag is 0 once
+        its end offset is known: `ask_offsets`); one whose lag is still unknown is not."""
         if not settled():
             return []
         lags = app.consumer.lags(consumed)
@@ -260,6 +261,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             stalled = 0.0 if not settled() else app.consumer.stalled_seconds(consumed)
         except Exception:  # the consumer is not started yet
             lags, stalled = {}, 0.0
+        metrics.counts["fetches_not_handed_on"] = getattr(app.consumer, "stale_batches", 0)
         store_stats = getattr(store, "stats", None)
         if store_stats is not None:
             metrics.counts["store_retries"] = store_stats["retries"]
@@ -268,6 +270,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             ready=settled(),
             partitions=len(detector.engines),
             open_windows=sum(e.open_count() for e in detector.engines.values()),
+            overdue_open_windows=detector.overdue(now),
             consumer_lag={(tp.topic, tp.partition): n for tp, n in lags.items() if n is not None},
             event_time_lag_seconds=event_lag,
             watermark_seconds=watermarks,
@@ -280,6 +283,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     @app.timer(1.0)  # type: ignore[misc]
     async def tick() -> None:
+        if settled():
+            await app.consumer.ask_offsets(consumed)  # what no fetch has told: empty partitions
         await detector.tick(caught_up())
 
     @app.timer(30.0)  # type: ignore[misc]

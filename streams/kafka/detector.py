@@ -39,6 +39,7 @@ from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
 from streams.core.windows import META_KEY
+from streams.errors import Fenced
 from streams.kafka.gate import Gate
 from streams.kafka.messages import (
     SEQ_SHIFT,
@@ -50,9 +51,11 @@ from streams.kafka.messages import (
 )
 from streams.kafka.metrics import Metrics
 from streams.kafka.publisher import Publisher
+from streams.kafka.ratelog import RateLimitedLog
 from streams.state.base import WindowStore
 
 log = logging.getLogger("iis-portscan")
+notices = RateLimitedLog(log)
 CHECKPOINT_SLOTS = 4  # checkpoints per interval at most (see the module docstring)
 
 
@@ -221,6 +224,16 @@ class Detector:
         plan = engine.plan(batch)
         loaded = await self._load(partition, plan.load) if plan.load else {}
         out = engine.step(plan, loaded, now)
+        if out.already_applied:
+            self.metrics.counts["events_already_applied"] += out.already_applied
+            notices.note(
+                "already-applied",
+                out.already_applied,
+                "partition %d: %d events skipped as already applied (input read again after a restart "
+                "or a rebalance)",
+                partition,
+                out.already_applied,
+            )
         for i, error in out.rejected:
             dead.append(dead_letter_of(error, origin[i], in_envelope.get(i), now, trusted))
         self._emit(partition, out, dead)
@@ -259,6 +272,15 @@ class Detector:
                 out = engine.tick(now)
                 if out.alerts or out.writes or out.expire_before_ms is not None:
                     self._emit(partition, out, [])
+            overdue = self.overdue(now)
+            if overdue:
+                notices.note(
+                    "overdue",
+                    1,
+                    "%d open windows should have been closed by idleness (their partitions had no input "
+                    "for the idle timeout + one bin): is a partition never caught up?",
+                    overdue,
+                )
             # Idle (no batch since the last tick): every partition due, and the staged checkpoint
             # completed. Under load, as after a batch: one group, staged.
             idle = self.batches_since_tick == 0
@@ -356,13 +378,21 @@ class Detector:
             # Sent now, written and acknowledged by the next checkpoint (or at once when final).
             self.staged = _Staged(self._stage(changes), changes, expiries, done)
         else:
-            if changes:
-                await self.store.write_partitions(changes)
+            while changes:
+                try:
+                    await self.store.write_partitions(changes)
+                    break
+                except Fenced as exc:  # another worker owns these now: theirs to write, not ours
+                    self._let_go(exc.partitions)
+                    lost = set(exc.partitions)
+                    changes = {p: c for p, c in changes.items() if p not in lost}
+                    expiries = {p: e for p, e in expiries.items() if p not in lost}
+                    done = {tp: offset for tp, offset in done.items() if tp.partition not in lost}
             await self._expire(expiries)
             if done:
                 self.acknowledge(done)
         for tp in done:
-            del self.unacked[tp]
+            self.unacked.pop(tp, None)
         for partition, pending in self.pending.items():
             if chosen is None or partition in chosen:
                 pending.clear()  # written, or staged with its bytes serving reads (see `_load`)
@@ -380,6 +410,28 @@ class Detector:
         seconds["state_writing"] += time.perf_counter() - t1
         self.metrics.counts["checkpoints"] += 1
 
+    def _let_go(self, partitions: Iterable[int]) -> None:
+        """Partitions another worker claimed in the shared store (streams.errors.Fenced): forget their
+        engines, changes and unacknowledged input, as a revocation does, without writing anything. The
+        new owner reads their input from the committed offset; this worker takes them again only when
+        a rebalance assigns them to it (`assign`)."""
+        partitions = list(partitions)
+        if self.gate is not None:
+            self.gate.drop(partitions)  # their notification state too: the new owner's store has it
+        for p in partitions:
+            self.revoked.add(p)
+            self.pending.pop(p, None)
+            self.checkpointed.pop(p, None)
+            self.engines.pop(p, None)
+            for tp in [tp for tp in self.unacked if tp.partition == p]:
+                del self.unacked[tp]
+            self.metrics.counts["partitions_fenced"] += 1
+            log.warning(
+                "partition %d: claimed by another worker in the shared store; its changes since the "
+                "last checkpoint are not written (the new owner reads that input again)",
+                p,
+            )
+
     async def _commit_staged(self) -> None:
         """Complete the staged checkpoint: wait for its changelog, write it, expire, acknowledge."""
         staged = self.staged
@@ -394,6 +446,10 @@ class Detector:
     async def _expire(self, expiries: dict[int, int]) -> None:
         for partition, expire_before in expiries.items():
             self.metrics.counts["windows_expired"] += await self.store.expire(partition, expire_before)
+
+    def overdue(self, now_ms: int) -> int:
+        """Open windows idleness should have closed (PartitionEngine.overdue_count), of every partition."""
+        return sum(engine.overdue_count(now_ms) for engine in self.engines.values())
 
     def gauges(self) -> dict[str, float]:
         return {

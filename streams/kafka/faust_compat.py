@@ -35,8 +35,11 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
 from streams.errors import JobError
+from streams.kafka.ratelog import RateLimitedLog
 
 log = logging.getLogger("iis-portscan")
+notices = RateLimitedLog(log)
+OFFSETS_ASK_INTERVAL_S = 5.0  # how often the broker is asked what no fetch has told (see `ask_offsets`)
 
 BatchHandler = Callable[[dict[TP, Sequence[Any]]], Awaitable[None]]
 
@@ -60,24 +63,66 @@ class BatchingConsumer(AIOKafkaConsumer):
         super().__init__(*args, **kwargs)
         self._done_through: dict[TP, int] = {}  # batch topics: highest offset whose effect is durable
         self.read_through: dict[TP, int] = {}  # batch topics: highest offset handed to a handler
-        self.stale_batches = 0  # fetches dropped because a rebalance began before they were handled
+        self.stale_batches = 0  # fetches not handed on: a rebalance began, or the partition was paused
         self.last_progress = time.monotonic()  # when records were last handed to a handler
         self._waiting_since: float | None = None
+        self._asked_end: dict[TP, int] = {}  # end offsets asked of the broker where no fetch reported one
+        self._log_start: dict[TP, int] = {}  # first offsets of partitions read nothing from yet
+        self._asked_at = 0.0
 
     def lag(self, tp: TP) -> int | None:
-        """Records between the partition's end offset and the next one to process (None: unknown
-        until a fetch has reported the end offset)."""
+        """Records between the partition's end offset and the next one to process; None while unknown.
+
+        The next one to process: after the last record handed to a handler; before any, the committed
+        offset or the partition's first offset, whichever is later (a partition that never held a
+        record, or whose records retention deleted, has nothing to process: lag 0). The end offset is
+        what fetches report; until one has, what `ask_offsets` asked the broker."""
         try:
             end = self.highwater(tp)
         except Exception:  # not started, or the partition is not assigned any more
             return None
         if end is None or end < 0:
-            return None
+            end = self._asked_end.get(tp)
+            if end is None:
+                return None
         read = self.read_through.get(tp)
-        next_offset = read + 1 if read is not None else committed_offset(self, tp)
+        if read is not None:
+            next_offset: int | None = read + 1
+        else:
+            committed, start = committed_offset(self, tp), self._log_start.get(tp)
+            next_offset = (
+                start if committed is None else committed if start is None else max(committed, start)
+            )
         if next_offset is None:
             return None
         return max(0, end - next_offset)
+
+    async def ask_offsets(self, topics: Iterable[str]) -> None:
+        """Ask the broker for the end and first offsets that `lag` needs and no fetch has given: of
+        partitions with no lag known, and of those not read from since assignment with some lag (their
+        committed offset may be behind the first offset retention left). Every OFFSETS_ASK_INTERVAL_S
+        at most; called by the idle timer, so that an empty partition is caught up, not lagging forever."""
+        now = time.monotonic()
+        if now - self._asked_at < OFFSETS_ASK_INTERVAL_S:
+            return
+        self._asked_at = now
+        wanted = [
+            tp for tp, n in self.lags(topics).items() if n is None or (n and tp not in self.read_through)
+        ]
+        if not wanted:
+            return
+        try:
+            ends = await self.highwaters(*wanted)
+            starts = await self.earliest_offsets(*wanted)
+        except Exception as exc:  # the broker is away: asked again at the next interval
+            log.debug("asking offsets of %d partitions failed: %r", len(wanted), exc)
+            return
+        for tp, end in ends.items():
+            if end is not None and end >= 0:
+                self._asked_end[tp] = end
+        for tp, start in starts.items():
+            if start is not None and start >= 0:
+                self._log_start[tp] = start
 
     def lags(self, topics: Iterable[str]) -> dict[TP, int | None]:
         """`lag` of every assigned partition of these topics."""
@@ -125,6 +170,8 @@ class BatchingConsumer(AIOKafkaConsumer):
         for tp in revoked:
             self._done_through.pop(tp, None)
             self.read_through.pop(tp, None)
+            self._asked_end.pop(tp, None)
+            self._log_start.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the Fetcher service's loop
@@ -146,10 +193,19 @@ class BatchingConsumer(AIOKafkaConsumer):
                 records, active = await self._wait_next_records(timeout=1.0)
                 generation_id = self.app.consumer_generation_id
                 batches: dict[str, dict[TP, Sequence[Any]]] = {}
-                for tp, tp_records in (records or {}).items():
+                # Records taken from aiokafka but not handed on: (first offset, read offset then) per
+                # partition. aiokafka's position has moved past them, so `_hand_back` seeks back to them.
+                unhanded: dict[TP, tuple[int, int | None]] = {}
+                fetched = list((records or {}).items())
+                for i, (tp, tp_records) in enumerate(fetched):
                     if not self.flow_active or self.app.consumer_generation_id != generation_id:
-                        break  # a rebalance began: faust seeks back to the committed offsets
+                        for later_tp, later in fetched[i:]:  # a rebalance began since the fetch
+                            if later:
+                                unhanded[later_tp] = (later[0].offset, get_read_offset(later_tp))
+                        break
                     if not (active is None or tp in active or tp in self._buffered_partitions):
+                        if tp_records:  # paused since the fetch
+                            unhanded[tp] = (tp_records[0].offset, get_read_offset(tp))
                         continue
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     r_offset = get_read_offset(tp)
@@ -174,12 +230,15 @@ class BatchingConsumer(AIOKafkaConsumer):
                 for topic, batch in batches.items():
                     if not self.flow_active or self.app.consumer_generation_id != generation_id:
                         # A rebalance began since the fetch (possibly while the previous handler ran):
-                        # faust seeks every partition back to its committed offset once it is over
-                        # (and its tables recovered), so these records are read again then; handled
-                        # now, they could reach state that recovery is still rebuilding.
-                        self.stale_batches += 1
+                        # handled now, these records could reach state that recovery is still
+                        # rebuilding. They are read again (`_hand_back`).
+                        for unhandled in list(batches.values())[list(batches).index(topic) :]:
+                            for tp, tp_records in unhandled.items():
+                                unhanded[tp] = (tp_records[0].offset, tp_records[-1].offset)
                         break
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
+                if unhanded:
+                    await self._hand_back(unhanded)
                 if any(topic not in state_topics for topic in batches):
                     self.last_progress = time.monotonic()  # input handled (not a changelog applied)
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -205,6 +264,38 @@ class BatchingConsumer(AIOKafkaConsumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _hand_back(self, unhanded: Mapping[TP, tuple[int, int | None]]) -> None:
+        """Seek each partition of a fetch that was not handed on back to its first record, so that it
+        is read again: aiokafka's position is past it, and without the seek a later acknowledgement
+        would commit over the gap (faust seeks every partition to its committed offset after a
+        rebalance, but a fetch that returns after that seek - parked across the rebalance - would be
+        lost). aiokafka returns a fetch only when it starts at the partition's position, so the seek
+        undoes exactly this fetch. Skipped for a partition no longer assigned (its next owner reads
+        from the committed offset) and for one seeked since (its read offset moved: faust's seek wins)."""
+        try:
+            assigned = self.assignment()
+        except Exception:
+            assigned = set()
+        for tp, (first, read_then) in unhanded.items():
+            self.stale_batches += 1
+            if self.read_through.get(tp, -1) >= first:
+                self.read_through[tp] = first - 1
+            if tp not in assigned or self._read_offset.get(tp) != read_then:
+                continue
+            try:
+                await self.seek(tp, first)
+            except Exception as exc:  # unassigned meanwhile: its next owner reads from the committed offset
+                log.warning("could not seek %s back to %d after a fetch not handed on: %r", tp, first, exc)
+                continue
+            notices.note(
+                "fetch-not-handed-on",
+                1,
+                "a fetch of %s was not handed on (a rebalance began, or the partition was paused): "
+                "seeked back to offset %d to read it again",
+                tp,
+                first,
+            )
 
 
 class App(faust.App):

@@ -28,6 +28,9 @@ COUNTER_HELP = {
     "checkpoints": "checkpoints completed (alerts delivered, state written, input acknowledged)",
     "windows_expired": "closed windows deleted past the retention",
     "stale_batches_skipped": "fetched batches of partitions revoked before they were processed",
+    "fetches_not_handed_on": "partition fetches not handed on (a rebalance began, or paused): read again",
+    "partitions_fenced": "partitions let go because another worker claimed them in the shared store",
+    "events_already_applied": "events skipped because their window had applied them (input read twice)",
     "dead_letters_unsendable": "dead letters the broker refused (logged, not sent)",
     "rebalances": "consumer-group rebalances this worker went through",
     "store_retries": "store operations retried after an error (Redis outage)",
@@ -56,6 +59,7 @@ class Snapshot:
     ready: bool = False
     partitions: int = 0
     open_windows: int = 0
+    overdue_open_windows: int = 0
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     event_time_lag_seconds: dict[int, float] = field(default_factory=dict)
     watermark_seconds: dict[int, float] = field(default_factory=dict)
@@ -132,6 +136,12 @@ class Metrics(Collector):  # type: ignore[misc]
         yield gauge("ready", "1 when partitions are assigned and state is recovered", float(snap.ready))
         yield gauge("partitions", "detector partitions this worker owns", snap.partitions)
         yield gauge("open_windows", "windows held open in memory", snap.open_windows)
+        yield gauge(
+            "overdue_open_windows",
+            "open windows that idleness should have closed: their partition had no input for idle "
+            "timeout + one bin and they ended more than grace ago (0 unless something is wrong)",
+            snap.overdue_open_windows,
+        )
         yield gauge(
             "recovery_remaining_records",
             "changelog records left to recover before processing starts",

@@ -7,9 +7,13 @@ Layout per app and partition (prefix `iis-portscan:{app_id}:{partition}:`):
   per-window commands the Redis store's bottleneck;
 - `meta` the partition's watermark record;
 - `idx` a sorted set of the window starts that have a hash: restore lists a partition's hashes and
-  retention deletes whole hashes by score, without SCAN.
-Every checkpoint is one MULTI/EXEC round trip, so its records (each with the offset of the last event
-applied to it) and the watermark change together or not at all.
+  retention deletes whole hashes by score, without SCAN;
+- `epoch` the partition's fencing token: a counter each worker increments when it takes the partition
+  over (`load_partition`). A checkpoint WATCHes the epochs of its partitions and writes in MULTI/EXEC
+  only if each still holds the value this worker claimed, so the records (each with the offset of the
+  last event applied to it) and the watermark change together or not at all, and never after another
+  worker took a partition over: an old owner whose revocation outlasted the rebalance, or whose session
+  expired, has its checkpoint refused (`Fenced`) instead of overwriting the new owner's newer records.
 
 Retention follows event time: the engine deletes the hashes of windows past the retention (`expire`),
 so a window's keys never expire while it can still change, however long an outage or a lag lasts.
@@ -31,12 +35,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.windows import META_KEY, START_DIGITS
-from streams.errors import AuthError, StoreUnavailable
+from streams.errors import AuthError, Fenced, StoreUnavailable
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
@@ -90,6 +100,7 @@ class RedisStore:
         self.max_backoff_s = max_backoff_s
         self._abort = asyncio.Event()
         self.stats: Counter[str] = Counter()  # retries, errors: served as metrics
+        self.epochs: dict[int, int] = {}  # partition -> the fencing token this worker claimed
 
     def abort(self) -> None:
         """The worker is stopping: stop waiting for Redis. Operations still get one attempt each (a
@@ -118,6 +129,8 @@ class RedisStore:
                 if failures:
                     log.warning("redis: %s succeeded again after %d failed attempts", what, failures)
                 return result
+            except Fenced:
+                raise  # not an error of Redis: the caller lets the partitions go
             except Exception as exc:
                 self.stats["errors"] += 1
                 if _auth_problem(exc):
@@ -155,9 +168,12 @@ class RedisStore:
         return groups
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
+        """Claim the partition (a new fencing token: see the module docstring), then read it: a write
+        of the previous owner that lands after the claim is refused, one before it is read here."""
         p = self._p(partition)
 
         async def op() -> list[tuple[bytes, bytes]]:
+            self.epochs[partition] = int(await self.client.incr(p + b"epoch"))
             out: list[tuple[bytes, bytes]] = []
             meta = await self.client.get(p + b"meta")
             if meta is not None:
@@ -191,30 +207,57 @@ class RedisStore:
         return await self._retry(f"read partition {partition}", op)
 
     async def write_partitions(self, changes: Mapping[int, dict[bytes, bytes]]) -> None:
+        """Write every partition's changes in one transaction, or none of them: `Fenced` (nothing
+        written) when another worker has claimed any of them since this one did."""
         ttl = self.ttl_ms
+        partitions = sorted(changes)
+        epoch_keys = [self._p(partition) + b"epoch" for partition in partitions]
 
         async def op() -> None:
-            pipe = self.client.pipeline(transaction=True)  # one round trip, all or nothing
-            for partition, items in changes.items():
-                p = self._p(partition)
-                meta = items.get(META_KEY)
-                if meta is not None:
-                    pipe.set(p + b"meta", meta)
-                    if ttl:
-                        pipe.pexpire(p + b"meta", ttl)
-                bins = self._by_bin(key for key in items if key != META_KEY)
-                for start, keys in bins.items():
-                    bucket = p + b"b:" + start
-                    pipe.hset(bucket, mapping={key: items[key] for key in keys})
-                    if ttl:
-                        pipe.pexpire(bucket, ttl)
-                if bins:
-                    pipe.zadd(p + b"idx", {start: int(start) for start in bins})
-                    if ttl:
-                        pipe.pexpire(p + b"idx", ttl)
-            await pipe.execute()
+            while True:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(*epoch_keys)
+                    current = await pipe.mget(epoch_keys)
+                    fenced = [
+                        partition
+                        for partition, value in zip(partitions, current)
+                        # missing: Redis lost its data (no persistence) and nobody claimed since
+                        if value is not None and int(value) != self.epochs.get(partition)
+                    ]
+                    if fenced:
+                        raise Fenced(fenced)
+                    pipe.multi()
+                    for partition, key, value in zip(partitions, epoch_keys, current):
+                        if value is None and partition in self.epochs:
+                            pipe.set(key, self.epochs[partition], nx=True)
+                        if ttl:
+                            pipe.pexpire(key, ttl)
+                        self._queue_writes(pipe, partition, changes[partition], ttl)
+                    try:
+                        await pipe.execute()  # one round trip, all or nothing
+                        return
+                    except WatchError:  # an epoch changed since the WATCH: look again
+                        continue
 
-        await self._retry(f"write partitions {sorted(changes)}", op)
+        await self._retry(f"write partitions {partitions}", op)
+
+    def _queue_writes(self, pipe: Any, partition: int, items: Mapping[bytes, bytes], ttl: int) -> None:
+        p = self._p(partition)
+        meta = items.get(META_KEY)
+        if meta is not None:
+            pipe.set(p + b"meta", meta)
+            if ttl:
+                pipe.pexpire(p + b"meta", ttl)
+        bins = self._by_bin(key for key in items if key != META_KEY)
+        for start, keys in bins.items():
+            bucket = p + b"b:" + start
+            pipe.hset(bucket, mapping={key: items[key] for key in keys})
+            if ttl:
+                pipe.pexpire(bucket, ttl)
+        if bins:
+            pipe.zadd(p + b"idx", {start: int(start) for start in bins})
+            if ttl:
+                pipe.pexpire(p + b"idx", ttl)
 
     async def expire(self, partition: int, before_start_ms: int) -> int:
         p = self._p(partition)

@@ -376,7 +376,7 @@ def check_expressions(exprs: dict[str, str]) -> set[str]:
 
 def test_metrics_list_is_well_formed() -> None:
     names = exported_metrics()
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names)) == 23
     for name in names:
         assert re.fullmatch(r"iis_portscan_[a-z_]+", name), name
         assert not _HISTOGRAM_SUFFIX.search(name), f"{name}: list the histogram's base name"

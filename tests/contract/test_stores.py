@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from streams.state.base import WindowStore
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
 from streams.state.rocksdb import RocksTableStore
+from tests.harness import RecordingProducer
 
 pytestmark = pytest.mark.contract
 T = TypeVar("T")
@@ -58,29 +59,6 @@ class _Topic:
         return "contract-windows-changelog"
 
 
-class RecordingProducer:
-    """Just enough of AsyncProducer: records sends; `deliver` acknowledges them with offsets."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, bytes, bytes | None]] = []
-        self.delivered = 0
-        self.acked: dict[tuple[str, int], int] = {}
-
-    def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
-        assert partition is not None, "changelog records go to the window's partition"
-        self.sent.append((partition, key, value))
-
-    def send_items(self, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]) -> None:
-        for key, value in items:
-            self.send(topic, key, value, partition)
-
-    async def deliver(self) -> None:
-        for partition, _, _ in self.sent[self.delivered :]:
-            tp = ("contract-windows-changelog", partition)
-            self.acked[tp] = self.acked.get(tp, -1) + 1
-        self.delivered = len(self.sent)
-
-
 class RecordingTable:
     """Just enough of a faust Table for RocksTableStore: real rocksdict data, recorded changelog."""
 
@@ -90,8 +68,8 @@ class RecordingTable:
         self.producer = RecordingProducer()
 
     @property
-    def changelog(self) -> list[tuple[int, bytes, bytes | None]]:
-        return self.producer.sent
+    def changelog(self) -> list[tuple[int | None, bytes | None, bytes | None]]:
+        return self.producer.to_partition(self.changelog_topic.get_topic_name())
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -532,9 +532,10 @@ def produce(
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]] | Iterable[tuple[bytes | None, bytes, Headers]],
     timeout: float = 60.0,
+    partition: int | None = None,
 ) -> int:
     """Send (key, value) pairs, or (key, value, headers), with an idempotent producer and wait for every
-    acknowledgement."""
+    acknowledgement; all to `partition` when given, else by key (murmur2, random when unkeyed)."""
     errors: list[KafkaError] = []
 
     def delivered(error: KafkaError | None, _msg: Any) -> None:
@@ -556,7 +557,17 @@ def produce(
         headers = rest[0] if rest else None
         while True:
             try:
-                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                if partition is None:
+                    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                else:
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        partition=partition,
+                        on_delivery=delivered,
+                    )
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -10,59 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError
 from faust.types import TP
 
 from streams.core.engine import StreamParams
 from streams.core.rule import RuleParams
 from streams.kafka.detector import Detector
 from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
-from streams.kafka.producer import Refused
 from streams.kafka.publisher import Publisher
 from streams.state.memory import MemoryStore
+from tests.harness import Msg, RecordingProducer
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 NOW = T0 + 3_600_000
 TOPIC = "in"
-
-
-@dataclass
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-class RecordingProducer:
-    """What the publisher needs of streams.kafka.producer.AsyncProducer: records kept; values over
-    `too_large` bytes refused (except on the dead-letter topic), as librdkafka refuses them."""
-
-    def __init__(self, too_large: int = 10**9) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-        self.too_large = too_large
-        self.on_refused: Callable[[Refused], None] = lambda r: None
-        self.delivered = 0
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: Any) -> None:
-        if topic != "dlq" and value is not None and len(value) > self.too_large:
-            self.on_refused(Refused(topic, key, value, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)))
-            return
-        self.sent.append((topic, key, value))
-
-    async def deliver(self) -> None:
-        self.delivered = len(self.sent)
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(v) for t, _, v in self.sent if t == topic and v is not None]
 
 
 def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:

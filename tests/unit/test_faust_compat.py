@@ -4,13 +4,22 @@ instead of breaking the worker silently."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import faust
+import pytest
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.kafka.faust_compat import BatchingConsumer
 
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 
@@ -110,3 +119,125 @@ def test_no_other_module_touches_faust_internals() -> None:
         text = path.read_text()
         offenders += [f"{path.relative_to(STREAMS)}: {name}" for name in private if name in text]
     assert offenders == []
+
+
+# ------------------------------------------------------------------ fetches not handed on
+
+A, B = TP("a", 0), TP("b", 0)
+
+
+class FetchingConsumer(BatchingConsumer):
+    """The batching consumer's fetch loop over partitions held in memory, as aiokafka serves them: a
+    fetch returns records from the partition's position and moves the position past them; `seek` moves
+    it back. `before_fetch[i]` runs while fetch i is outstanding (a rebalance starting, say)."""
+
+    def __init__(
+        self, ends: dict[TP, int], before_fetch: dict[int, Callable[[FetchingConsumer], None]]
+    ) -> None:
+        self.app = SimpleNamespace(
+            batch_handlers={},
+            state_topics=set(),
+            consumer_generation_id=1,
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+            monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
+        )
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._read_offset: dict[TP, int | None] = {}
+        self._done_through = {}
+        self._buffered_partitions = set()
+        self.read_through = {}
+        self._commit_every = None
+        self._n_acked = 0
+        self.stale_batches = 0
+        self.last_progress = 0.0
+        self.flow_active = True
+        self.callback = None
+        self._stopped = asyncio.Event()
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.ends = ends
+        self.positions = dict.fromkeys(ends, 0)
+        self.before_fetch = before_fetch
+        self.fetches = 0
+        self.on_handled_a: Callable[[FetchingConsumer], None] = lambda c: None
+
+    @property
+    def should_stop(self) -> bool:
+        return False
+
+    async def sleep(self, seconds: float, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+
+    def highwater(self, tp: TP) -> int:
+        return self.ends[tp]
+
+    def assignment(self) -> set[TP]:
+        return set(self.ends)
+
+    async def seek(self, partition: TP, offset: int) -> None:  # faust's: the position and the read offset
+        self.positions[partition] = offset
+        self._read_offset[partition] = offset if offset else None
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[Any]], set[TP] | None]:
+        self.fetches += 1
+        self.before_fetch.get(self.fetches, lambda c: None)(self)
+        records = {}
+        for tp, position in self.positions.items():
+            chunk = [SimpleNamespace(offset=o) for o in range(position, min(position + 10, self.ends[tp]))]
+            if chunk:
+                records[tp] = chunk
+                self.positions[tp] = chunk[-1].offset + 1
+        if all(self.positions[tp] >= end for tp, end in self.ends.items()) and self.fetches > 8:
+            self._stopped.set()
+        return records, None
+
+
+def run_fetch_loop(consumer: FetchingConsumer) -> dict[TP, list[int]]:
+    """Every offset each partition's handler received, in order."""
+    got: dict[TP, list[int]] = {tp: [] for tp in consumer.ends}
+    topics = {tp.topic for tp in consumer.ends}
+    for topic in topics:
+
+        async def handle(fetch: dict[TP, Any], topic: str = topic) -> None:
+            for tp, records in fetch.items():
+                got[tp].extend(r.offset for r in records)
+            if topic == "a":
+                consumer.on_handled_a(consumer)
+
+        consumer.app.batch_handlers[topic] = handle
+    asyncio.run(asyncio.wait_for(consumer._drain_messages(consumer.fetcher), 10))
+    return got
+
+
+def test_a_fetch_returned_while_the_flow_is_stopped_is_read_again(caplog: pytest.LogCaptureFixture) -> None:
+    """A fetch parked across a rebalance returns after recovery seeked and before the flow resumed: it is
+    not handed on, and the partition is seeked back to its first record, so that it is read again (without
+    the seek, aiokafka's position is past it and its records are lost)."""
+
+    def stop_flow(c: FetchingConsumer) -> None:
+        c.flow_active = False
+
+    def resume_flow(c: FetchingConsumer) -> None:
+        c.flow_active = True
+
+    consumer = FetchingConsumer({A: 40}, {2: stop_flow, 3: resume_flow})
+    with caplog.at_level(logging.INFO, "iis-portscan"):
+        got = run_fetch_loop(consumer)
+    assert got[A] == list(range(40))
+    assert consumer.stale_batches == 1
+    assert "seeked back to offset 10" in caplog.text
+
+
+def test_a_batch_left_when_a_rebalance_began_during_the_previous_handler_is_read_again() -> None:
+    """One fetch of two topics: while topic a's handler runs, a rebalance begins (the generation
+    changes), so topic b's batch is not handed on: b is seeked back and read in full later."""
+
+    def rebalance_once(c: FetchingConsumer) -> None:
+        if c.fetches == 1:
+            c.app.consumer_generation_id += 1
+
+    consumer = FetchingConsumer({A: 30, B: 30}, {})
+    consumer.on_handled_a = rebalance_once
+    got = run_fetch_loop(consumer)
+    assert got[A] == list(range(30)) and got[B] == list(range(30))
+    assert consumer.stale_batches == 1
