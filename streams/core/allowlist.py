@@ -127,7 +127,11 @@ class Allowlist:
 
     entries: tuple[Entry, ...] = ()
     exact: dict[tuple[str, str], tuple[Entry, ...]] = field(default_factory=dict, compare=False)
-    ranges: dict[str, tuple[Entry, ...]] = field(default_factory=dict, compare=False)
+    # column -> IP version -> prefix length -> network address (int) -> entries: one lookup per prefix
+    # length in use, whatever the number of ranges
+    ranges: dict[str, dict[int, dict[int, dict[int, tuple[Entry, ...]]]]] = field(
+        default_factory=dict, compare=False
+    )
     version: str = ""
 
     @classmethod
@@ -140,17 +144,21 @@ class Allowlist:
             by_id[entry.id] = entry
         ordered = tuple(by_id[k] for k in sorted(by_id))
         exact: dict[tuple[str, str], list[Entry]] = {}
-        ranges: dict[str, list[Entry]] = {}
+        ranges: dict[str, dict[int, dict[int, dict[int, tuple[Entry, ...]]]]] = {}
         for entry in ordered:
-            if entry.network is not None:
-                ranges.setdefault(entry.field, []).append(entry)
+            net = entry.network
+            if net is not None:
+                by_net = ranges.setdefault(entry.field, {}).setdefault(net.version, {})
+                nets = by_net.setdefault(net.prefixlen, {})
+                address = int(net.network_address)
+                nets[address] = (*nets.get(address, ()), entry)
             else:
                 exact.setdefault((entry.field, entry.value), []).append(entry)
         digest = hashlib.sha256(orjson.dumps([e.canonical() for e in ordered])).hexdigest()
         return cls(
             ordered,
             {k: tuple(v) for k, v in exact.items()},
-            {k: tuple(v) for k, v in ranges.items()},
+            ranges,
             f"sha256:{digest[:16]}" if ordered else "",
         )
 
@@ -158,22 +166,41 @@ class Allowlist:
         return len(self.entries)
 
     def match(self, start_ms: int, cIP: str, Computer: str, sIP: str) -> Entry | None:
-        """The first entry (in column order cIP, Computer, sIP, then by id) that allowlists the window
-        starting at `start_ms` with this key; None when the window is alerted as usual."""
+        """The first entry (columns in the order cIP, Computer, sIP; exact values before ranges; then by
+        id) that allowlists the window starting at `start_ms` with this key; None when the window is
+        alerted as usual. A range costs one lookup per prefix length in use, not one test per range."""
         if not self.entries:
             return None
         for name, value in (("cIP", cIP), ("Computer", Computer), ("sIP", sIP)):
             for entry in self.exact.get((name, value), ()):
                 if entry.applies_to(start_ms):
                     return entry
-            candidates = self.ranges.get(name)
-            if candidates:
+            by_version = self.ranges.get(name)
+            if by_version:
                 addr = _ip(value)
                 if addr is not None:
-                    for entry in candidates:
-                        if addr in entry.network and entry.applies_to(start_ms):  # type: ignore[operator]
-                            return entry
+                    found = self._in_ranges(by_version.get(addr.version), addr, start_ms)
+                    if found is not None:
+                        return found
         return None
+
+    @staticmethod
+    def _in_ranges(
+        by_length: dict[int, dict[int, tuple[Entry, ...]]] | None,
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        start_ms: int,
+    ) -> Entry | None:
+        """The first (by id) range entry holding `addr` that applies to the window."""
+        if not by_length:
+            return None
+        bits, value = addr.max_prefixlen, int(addr)
+        best: Entry | None = None
+        for length, nets in by_length.items():
+            shift = bits - length
+            for entry in nets.get(value >> shift << shift, ()):
+                if entry.applies_to(start_ms) and (best is None or entry.id < best.id):
+                    best = entry
+        return best
 
     def matches_row(self, start_ms: int, row: dict[str, Any]) -> bool:
         """Whether the `where ... !in (...)` clause removes this row (a W3CIISLog mapping) from the

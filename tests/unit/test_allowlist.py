@@ -235,3 +235,46 @@ def test_topic_records_and_tombstones() -> None:
         entry_of_record(b"cIP:1.2.3.4", b'{"value": "5.6.7.8"}')
     with pytest.raises(AllowlistError):
         entry_of_record(b"cIP:1.2.3.4", b"[1]")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32), st.none() | st.integers(-2, 2)), max_size=30
+    ),
+    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20),
+    st.lists(st.tuples(st.integers(0, 2**128 - 1), st.integers(0, 128)), max_size=10),
+)
+def test_range_index_equals_scanning_every_range(
+    v4: list[tuple[int, int, int | None]], addresses: list[int], v6: list[tuple[int, int]]
+) -> None:
+    """The prefix-length index finds what testing `addr in network` on every entry finds (first by id)."""
+    import ipaddress
+
+    entries = [
+        make_entry(
+            {
+                "field": "cIP",
+                "value": f"{ipaddress.IPv4Address(a)}/{n}",
+                "expires": "" if e is None else format_iso_ms(T0 + e * BIN),
+            }
+        )
+        for a, n, e in v4
+    ] + [make_entry({"field": "cIP", "value": f"{ipaddress.IPv6Address(a)}/{n}"}) for a, n in v6]
+    allowlist = Allowlist.of(entries)
+    for raw in addresses:
+        for text in (
+            str(ipaddress.IPv4Address(raw)),
+            f"::ffff:{ipaddress.IPv4Address(raw)}",
+            f"2001:db8::{raw % 65536:x}",
+        ):
+            addr = ipaddress.ip_address(text)
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            hits = sorted(
+                (e for e in allowlist.entries if e.network is not None and addr.version == e.network.version
+                 and addr in e.network and e.applies_to(T0)),
+                key=lambda e: e.id,
+            )  # fmt: skip
+            got = allowlist.match(T0, text, "W", "S")
+            assert got == (hits[0] if hits else None)
