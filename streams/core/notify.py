@@ -285,7 +285,7 @@ class Notifier:
         record["MaxPortCount"] = max(w["portCount"] for w in windows)
         record["ConnectionsCount"] = sum(w["ConnectionsCount"] for w in windows)
         record["SuppressedRepeats"] = len(windows) - 1
-        record["FirstSeen"] = windows[0]["TimeGenerated"]
+        record["FirstWindowStart"] = windows[0]["TimeGenerated"]
         record["Windows"] = windows[:LISTED]
         return record["NotificationId"].encode(), record
 

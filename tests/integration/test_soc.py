@@ -33,6 +33,7 @@ from .workerkit import (
     now_ms,
     produce,
     recent_workload,
+    schema_errors,
     send,
     values_of,
     view,
@@ -198,6 +199,7 @@ def test_notifications_survive_sigkill_without_a_lost_or_new_page(
     )
     pages = [(rec.key, rec.json()) for rec in notes.records if rec.json()["Kind"] == "page"]
     assert {k for k, _ in pages} == pages_want  # none lost, none invented
+    assert schema_errors(values_of(notes.records), "notification.schema.json") == []
     # A page delivered and then killed before the checkpoint that records it is read back from the
     # topic by the restarted partition, so not sent again: one record per page.
     assert len(pages) == len(pages_want), f"{len(pages)} pages for {len(pages_want)} notifications"

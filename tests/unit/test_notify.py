@@ -197,3 +197,20 @@ def test_state_records_round_trip_and_are_not_window_keys() -> None:
     assert again.states[key] == state
     # after a restore the same alert is suppressed: the page is not sent again
     assert [r["Kind"] for _, r in again.observe(detect(scan(T0, "198.51.100.7", 4), RULE), T0).records] == []
+
+
+def test_records_validate_against_the_notification_schema() -> None:
+    import json
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((resources.files("streams") / "schemas" / "notification.schema.json").read_text())
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    events = [e for i in range(5) for e in scan(T0 + i % 2 * BIN, f"198.51.100.{i}", 3 + i)]
+    params = NotifyParams(by=("cIP", "sIP"), period_ms=HOUR, cap=3, retention_ms=10**9, bin_ms=BIN)
+    records = notify_all(detect(events, RULE), params)
+    assert {r["Kind"] for _, r in records} == {"page", "summary", "cap"}
+    for _, record in records:
+        assert [e.message for e in validator.iter_errors(record)] == []
+    assert list(validator.iter_errors({**records[0][1], "Kind": "alert"}))
