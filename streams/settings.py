@@ -461,6 +461,65 @@ class Settings:
             "ID",
         ),
     )
+    # SOC tuning (issue 24): allowlists, notifications with suppression, entities. One block.
+    allowlist: str = field(
+        default="",
+        metadata=_opt(
+            "allowlist file (CSV with a header field,value,reason,owner,expires, or JSON lines with those "
+            "keys): windows whose cIP, Computer or sIP matches an entry (exact value or CIDR range) are "
+            "not alerted; the worker reloads it when it changes",
+            str,
+            "PATH",
+        ),
+    )
+    allowlist_topic: str = field(
+        default="",
+        metadata=_opt(
+            "compacted topic of allowlist entries (key field:value, value a JSON entry, a tombstone "
+            "removes it), followed by every worker beside --allowlist",
+            str,
+            "TOPIC",
+        ),
+    )
+    notify_topic: str = field(
+        default="",
+        metadata=_opt(
+            "topic of notifications: one page per entity per suppression period, then its summary "
+            "(same key) when the period closes; empty = none",
+            str,
+            "TOPIC",
+        ),
+    )
+    notify_by: str = field(
+        default="cIP",
+        metadata=_opt("the entity a notification is about: group-key columns", str, "cIP[,Computer][,sIP]"),
+    )
+    suppress_for: int = field(
+        default=3_600_000,
+        metadata=_opt(
+            "suppression period of notifications, in event time, epoch-aligned (a multiple of --bin)",
+            parse_duration_ms,
+            "DURATION",
+        ),
+    )
+    notify_cap: int = field(
+        default=150,
+        metadata=_opt(
+            "most pages per suppression period (per detector partition); beyond it one summary record "
+            "counts the entities not paged (0 = no cap)",
+            int,
+            "N",
+        ),
+    )
+    alert_entities: bool = field(
+        default=False,
+        metadata=_opt(
+            "add Sentinel entity mappings, custom details and a title to every alert (after the rule's "
+            "columns)",
+            parse_bool,
+            "BOOL",
+        ),
+    )
     log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL"))
     log_format: str = field(
         default="text", metadata=_opt("text, or json: one object per line for log shippers", str, "text|json")
@@ -520,6 +579,39 @@ class Settings:
             self.rule_params()
         except RuleConfigError as exc:
             raise ConfigError(str(exc)) from exc
+        self._check_soc()
+
+    def _check_soc(self) -> None:
+        """The issue-24 settings (allowlists, notifications)."""
+        by = self.notify_fields()
+        if not by or len(set(by)) != len(by) or not set(by) <= {"cIP", "Computer", "sIP"}:
+            raise ConfigError(
+                f"--notify-by / PORTSCAN_NOTIFY_BY takes distinct columns of cIP, Computer, sIP, got "
+                f"{self.notify_by!r}"
+            )
+        if self.suppress_for < self.bin or self.suppress_for % self.bin:
+            raise ConfigError(
+                "--suppress-for / PORTSCAN_SUPPRESS_FOR must be a multiple of --bin (a window lies in one "
+                f"period), got {format_duration_ms(self.suppress_for)} with bin "
+                f"{format_duration_ms(self.bin)}"
+            )
+        if self.notify_cap < 0:
+            raise ConfigError("--notify-cap / PORTSCAN_NOTIFY_CAP must be >= 0 (0 = no cap)")
+
+    def notify_fields(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.notify_by.split(",") if p.strip())
+
+    def notify_params(self) -> Any:
+        """core.notify.NotifyParams from the --notify-* settings."""
+        from streams.core.notify import NotifyParams
+
+        return NotifyParams(
+            by=self.notify_fields(),
+            period_ms=self.suppress_for,
+            cap=self.notify_cap,
+            retention_ms=self.retention,
+            bin_ms=self.bin,
+        )
 
     def __repr__(self) -> str:
         """Every setting, secrets redacted: the Redis password (and one in the --store URL), the values of

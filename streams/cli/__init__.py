@@ -37,6 +37,7 @@ TOPIC_SETTINGS = (
     "retention",
 )
 WORKER_SETTINGS = Settings.names()
+SOC_SETTINGS = ("allowlist", "alert_entities", "notify_by", "suppress_for", "notify_cap")  # replay's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     replay.add_argument("--output", "-o", metavar="FILE", help="write alerts here instead of stdout")
     replay.add_argument(
+        "--notify",
+        metavar="FILE",
+        help="write the notifications (pages and summaries, as the worker's --notify-topic) here",
+    )
+    replay.add_argument(
+        "--sweep",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="back-test: threshold=10,20,30 and/or bin=5m,10m (repeatable); prints a table of windows, "
+        "clients and notifications per combination instead of alerts",
+    )
+    replay.add_argument(
+        "--output-dir", metavar="DIR", help="with --sweep: write each combination's alerts to DIR"
+    )
+    replay.add_argument(
         "--computer",
         metavar="NAME",
         help="Computer for W3C .log lines (default: s-computername, else this host)",
@@ -67,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
     Settings.add_arguments(
-        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields")
+        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields", *SOC_SETTINGS)
     )
 
     sample = sub.add_parser(
@@ -117,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     alerts.add_argument("--max", type=int, default=0, metavar="N", help="stop after N alerts")
     Settings.add_arguments(alerts, (*CLIENT_SETTINGS, "app_id", "alert_topic"))
+
+    notes = sub.add_parser("notifications", help="follow the notify topic (--notify-topic): pages, summaries")
+    notes.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
+    notes.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this long without a new record (default: follow forever)",
+    )
+    notes.add_argument("--max", type=int, default=0, metavar="N", help="stop after N records")
+    Settings.add_arguments(notes, (*CLIENT_SETTINGS, "app_id", "notify_topic"))
     return parser
 
 
@@ -149,14 +177,18 @@ def _main(argv: Sequence[str] | None) -> int:
             max_line_bytes=settings.max_line_bytes,
             max_document_bytes=settings.max_document_bytes,
         )
-        return main_replay(args.files, settings, options, args.output)
+        if args.sweep:
+            from streams.cli.sweep import main_sweep
+
+            return main_sweep(args.files, settings, options, args.sweep, args.output_dir)
+        return main_replay(args.files, settings, options, args.output, args.notify)
     if args.command == "sample":
         return _sample(args)
     if args.command == "worker":
         from streams.kafka.runner import run_worker
 
         return run_worker(settings)
-    if args.command in ("topics", "produce", "alerts"):
+    if args.command in ("topics", "produce", "alerts", "notifications"):
         from streams.kafka.admin import reach_kafka
 
         reach_kafka(settings)  # a clear line, not a hang or a traceback, when the brokers do not answer
@@ -181,6 +213,12 @@ def _main(argv: Sequence[str] | None) -> int:
         from streams.cli.alerts import run_follow
 
         return run_follow(settings, args.pretty, args.idle_exit, args.max)
+    if args.command == "notifications":
+        from streams.cli.notifications import run_notifications
+
+        if not settings.notify_topic:
+            parser.error("notifications: set --notify-topic (or PORTSCAN_NOTIFY_TOPIC)")
+        return run_notifications(settings, args.pretty, args.idle_exit, args.max)
     parser.error(f"unknown command {args.command}")
     return 2
 

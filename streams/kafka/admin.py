@@ -218,6 +218,11 @@ def specs(settings: Settings, source_partitions: int) -> list[TopicSpec]:
         out.append(TopicSpec(repartition_topic(settings), source_partitions, {"retention.ms": retention}))
     if settings.store.startswith("rocksdb"):
         out.append(TopicSpec(changelog_topic(settings), source_partitions, {"cleanup.policy": "compact"}))
+    if settings.allowlist_topic:  # one entry per key, read whole by every worker
+        out.append(TopicSpec(settings.allowlist_topic, 1, {"cleanup.policy": "compact"}))
+    if settings.notify_topic:  # the page and then the summary of one notification share a key
+        notify = {"cleanup.policy": "compact,delete", "retention.ms": retention}  # read back at restarts
+        out.append(TopicSpec(settings.notify_topic, settings.partitions, notify))
     return out
 
 

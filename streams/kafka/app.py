@@ -19,16 +19,20 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 
+from streams.core.allowlist import AllowlistError
+from streams.errors import ServiceUnreachable
+from streams.io.allowlist_file import AllowlistFile
 from streams.kafka.admin import repartition_topic
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
 from streams.kafka.faust_compat import changelog_applier, recovery_state
+from streams.kafka.gate import AllowlistTopic, Gate, page_reader
 from streams.kafka.messages import MessageDecoder, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
 from streams.kafka.producer import AsyncProducer
 from streams.kafka.publisher import Publisher
 from streams.kafka.router import Router
-from streams.settings import Settings
+from streams.settings import ConfigError, Settings
 from streams.state.base import WindowStore
 from streams.state.memory import MemoryStore
 
@@ -61,6 +65,56 @@ def serve_only_our_pages(app: faust.App) -> None:
 
 def _store_url(settings: Settings) -> str:
     return "rocksdb://" if settings.store.startswith("rocksdb") else "memory://"
+
+
+def _stopper(stop: Any) -> Any:
+    async def hook() -> None:
+        stop()
+
+    return hook
+
+
+def build_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) -> Gate:
+    """The allowlist (file, topic: read to its end before the worker starts), entities and
+    notifications (streams.kafka.gate). Raises ConfigError for a bad file, ServiceUnreachable when the
+    topic cannot be read within --connect-timeout."""
+    file = AllowlistFile(settings.allowlist) if settings.allowlist else None
+    topic = None
+    if settings.allowlist_topic:
+        client = {**settings.kafka_client().librdkafka(), "bootstrap.servers": settings.brokers}
+        topic = AllowlistTopic(settings.allowlist_topic, client)
+        topic.start()
+        if not topic.wait_caught_up(settings.connect_timeout / 1000):
+            topic.stop()
+            raise ServiceUnreachable(
+                f"allowlist topic {settings.allowlist_topic}: not read to its end within "
+                f"{settings.connect_timeout / 1000:g}s"
+            )
+    try:
+        gate = Gate(
+            settings.rule_params(),
+            file,
+            topic,
+            entities=settings.alert_entities,
+            notify=settings.notify_params() if settings.notify_topic else None,
+            producer=producer,
+            notify_topic=settings.notify_topic,
+        )
+    except AllowlistError as exc:
+        if topic is not None:
+            topic.stop()
+        raise ConfigError(f"--allowlist: {exc}") from None
+    if settings.notify_topic:
+        client = {**settings.kafka_client().librdkafka(), "bootstrap.servers": settings.brokers}
+        gate.read_pages = page_reader(settings.notify_topic, client, settings.connect_timeout / 1000)
+    gate.allowlisted = metrics.allowlisted
+    gate.counts = metrics.soc
+    gate.counts["allowlist_reloads"] += int(file is not None)
+    if gate.allowlist is not None:
+        log.info(
+            "allowlist %s in force: %d entries", gate.allowlist.version or "(empty)", len(gate.allowlist)
+        )
+    return gate
 
 
 def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
@@ -132,6 +186,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         app.consumer.ack_through(done)
 
     metrics = Metrics()
+    gate = build_gate(settings, producer, metrics)
     publisher = Publisher(
         producer,
         settings.alert_topic,
@@ -149,8 +204,15 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
         reader=settings.message_reader(),
         max_open_windows=settings.max_open_windows,
+        gate=gate if gate.active else None,
     )
     app.before_consumer_stop.append(detector.close)
+    if gate.topic is not None:
+        app.after_consumer_stop.append(_stopper(gate.topic.stop))
+
+    @app.timer(1.0)  # type: ignore[misc]
+    async def refresh_allowlist() -> None:
+        gate.refresh()  # a changed file or topic is in force from the next batch on
 
     # The agents subscribe the worker to their topics (group membership, assignment); their messages
     # reach the detector and the router as whole fetches through the batch handlers (faust_compat),

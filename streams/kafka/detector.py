@@ -45,11 +45,13 @@ from typing import Any
 
 from streams.core.checkpoint import PendingWrites
 from streams.core.engine import PartitionEngine, StepResult, StreamParams
+from streams.core.notify import is_state_key
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
 from streams.core.windows import START_DIGITS
 from streams.errors import Fenced
+from streams.kafka.gate import Gate
 from streams.kafka.messages import (
     SEQ_SHIFT,
     DeadLetter,
@@ -98,6 +100,7 @@ class Detector:
         trust_headers: bool = True,
         reader: MessageReader | None = None,
         max_open_windows: int = 0,
+        gate: Gate | None = None,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -127,6 +130,7 @@ class Detector:
         self._stage = getattr(store, "stage", None)  # a store that sends a log ahead (StagedWrites)
         self.lock = asyncio.Lock()
         self.metrics = metrics or publisher.metrics
+        self.gate = gate  # allowlist, entities, notifications: where alerts leave (streams.kafka.gate)
 
     def assign(self, partitions: Iterable[int]) -> None:
         """A rebalance's new assignment: these partitions are this worker's again."""
@@ -147,7 +151,14 @@ class Detector:
             if self.max_open:
                 limit = max(0, self.max_open - sum(e.open_count() for e in self.engines.values()))
             async for chunk in self.store.scan_windows(partition, engine.open_from_ms()):
-                engine.restore(chunk, limit)
+                engine.restore([kv for kv in chunk if not is_state_key(kv[0])], limit)
+            if self.gate is not None and self.gate.notify is not None:
+                # Notification state records share the window keys' order (by period end) and live as long
+                # as windows: every one of them is read (a late alert of an ended period must find it).
+                notes: list[tuple[bytes, bytes]] = []
+                async for chunk in self.store.scan_windows(partition, 0):
+                    notes.extend(kv for kv in chunk if is_state_key(kv[0]))
+                await self.gate.restore(partition, notes)
             self.engines[partition] = engine
             self.pending[partition] = PendingWrites()
             self.checkpointed[partition] = time.monotonic()
@@ -165,6 +176,9 @@ class Detector:
         in the store)."""
         async with self.lock:
             await self._checkpoint(final=True)
+            partitions = list(partitions)
+            if self.gate is not None:
+                self.gate.drop(partitions)
             for p in partitions:
                 self.revoked.add(p)
                 self.pending.pop(p, None)
@@ -305,10 +319,11 @@ class Detector:
                 if key.startswith(prefix) and key not in done:
                     done.add(key)
                     newer.append((key, data))
+            newer = [(key, rec) for key, rec in newer if not is_state_key(key)]  # notification state
             engine.close_spilled(out, newer)
             count = len(newer)
             async for chunk in self.store.scan_windows(partition, start, start + 1):
-                fresh = [(key, data) for key, data in chunk if key not in done]
+                fresh = [(key, data) for key, data in chunk if key not in done and not is_state_key(key)]
                 count += len(fresh)
                 engine.close_spilled(out, fresh)
             self.metrics.counts["spilled_windows_closed"] += count
@@ -348,6 +363,10 @@ class Detector:
 
     def _emit(self, partition: int, out: StepResult, dead: list[DeadLetter]) -> None:
         """Send a step's alerts and dead letters, and hold its writes for the next checkpoint."""
+        if self.gate is not None and (out.alerts or self.gate.notifiers):
+            # The gate's notification state is written with this step's records (same checkpoint).
+            out.alerts, notes = self.gate.judge(partition, out.alerts, self.engines[partition].meta.watermark)
+            out.writes.update(notes)  # type: ignore[arg-type]
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
             log.info(
@@ -468,6 +487,9 @@ class Detector:
         engines, changes and unacknowledged input, as a revocation does, without writing anything. The
         new owner reads their input from the committed offset; this worker takes them again only when
         a rebalance assigns them to it (`assign`)."""
+        partitions = list(partitions)
+        if self.gate is not None:
+            self.gate.drop(partitions)  # their notification state too: the new owner's store has it
         for p in partitions:
             self.revoked.add(p)
             self.pending.pop(p, None)

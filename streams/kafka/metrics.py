@@ -38,6 +38,15 @@ COUNTER_HELP = {
     "store_retries": "store operations retried after an error (Redis outage)",
     "store_errors": "store operations that failed",
 }
+SOC_HELP = {  # streams.kafka.gate's counters (issue 24)
+    "allowlist_reloads": "times the allowlist file was read (at start and on every change)",
+    "allowlist_errors": "allowlist file versions refused (the previous list stayed in force) and allowlist "
+    "topic records ignored",
+    "notifications_page": "notification pages sent (one per entity per suppression period)",
+    "notifications_summary": "notification summaries sent (at a period's close, or revised by a late alert)",
+    "notifications_cap": "cap records sent (a period's pages reached --notify-cap)",
+    "notifications_suppressed": "alerts that joined a notification without paging",
+}
 SECONDS_HELP = {
     "processing": "seconds spent processing batches",
     "publishing": "seconds spent sending alerts and dead letters and waiting for their delivery",
@@ -71,6 +80,8 @@ class Metrics(Collector):  # type: ignore[misc]
         self.dead: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()  # time spent, by activity
+        self.allowlisted: Counter[str] = Counter()  # alerts not published, by allowlist entry id
+        self.soc: Counter[str] = Counter()  # SOC_HELP
         self.snapshot = snapshot
         self.registry = CollectorRegistry(auto_describe=True)
         self.checkpoint_seconds = Histogram(
@@ -103,6 +114,18 @@ class Metrics(Collector):  # type: ignore[misc]
         for phase, n in sorted(self.alerts.items()):
             alerts.add_metric([phase], n)
         yield alerts
+        allowlisted = CounterMetricFamily(
+            PREFIX + "allowlisted_alerts",
+            "alerts of allowlisted windows not published, by allowlist entry (field:value)",
+            labels=["entry"],
+        )
+        for entry, n in sorted(self.allowlisted.items()):
+            allowlisted.add_metric([entry], n)
+        yield allowlisted
+        for name, help_ in SOC_HELP.items():
+            counter = CounterMetricFamily(PREFIX + name, help_)
+            counter.add_metric([], self.soc.get(name, 0))
+            yield counter
         for name, help_ in SECONDS_HELP.items():
             spent = CounterMetricFamily(PREFIX + name + "_seconds", help_)
             spent.add_metric([], self.seconds.get(name, 0.0))

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from streams.core.deadletter import unpublishable
+from streams.core.entities import ocsf_finding
 from streams.core.escape import dumps
-from streams.core.ocsf import to_ocsf
 from streams.kafka.messages import DeadLetter, wall_ms
 from streams.kafka.metrics import Metrics
 from streams.kafka.producer import AsyncProducer, Refused
@@ -70,7 +70,7 @@ class Publisher:
         send = self.producer.send
         ocsf_max = self.ocsf_max_bytes
         for alert in alerts:
-            record = alert if ocsf_max is None else to_ocsf(alert, ocsf_max)
+            record = alert if ocsf_max is None else ocsf_finding(alert, ocsf_max)
             send(self.alert_topic, alert["AlertId"].encode(), dumps(record))
         for key, record in dead:
             send(self.dlq_topic, key, dumps(record))

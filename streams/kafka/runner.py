@@ -33,10 +33,10 @@ def run_worker(settings: Settings) -> int:
             asyncio.run(reach_redis(settings))
         private_dir(settings.data_dir)
         source_partitions = ensure_topics(settings)
+        job = create_app(settings, source_partitions)  # reads the allowlist (file, topic) first
     except JobError as exc:
         sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
         return 2
-    job = create_app(settings, source_partitions)
     worker = faust.Worker(
         job.app,
         loglevel=settings.log_level,

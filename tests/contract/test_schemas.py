@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from streams.core.aggregate import WindowAgg
 from streams.core.alerts import RULE_COLUMNS, build_alert
+from streams.core.entities import ADDED, add_entities
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -61,8 +62,11 @@ def test_built_alerts_validate_and_match_schema_properties() -> None:
         agg.add(key.start_ms + p, p, ("-", "a b", "W3SVC1", "ua", "GET", "404.0", "See", "2", "x"), 128)
     alert = build_alert(key, agg, RuleParams())
     v.validate(alert)
-    assert set(alert) == set(load("alert.schema.json")["properties"]) - {"Revision", "Phase"}
+    # the stream's Revision and Phase; --allowlist's version; --alert-entities' fields
+    optional = {"Revision", "Phase", "AllowlistVersion", *ADDED}
+    assert set(alert) == set(load("alert.schema.json")["properties"]) - optional
     v.validate({**alert, "Revision": 2, "Phase": "final"})
+    v.validate({**add_entities(dict(alert)), "AllowlistVersion": "sha256:0123456789abcdef"})
     with pytest.raises(jsonschema.ValidationError):
         v.validate({**alert, "Revision": 2, "Phase": "closed"})
 
