@@ -71,3 +71,10 @@ def test_the_image_creates_its_volume_directory_private_to_the_runtime_user() ->
     assert final.index(made[0]) < final.index(f"USER {user}"), "created before switching to the user"
     env = dict(line.split()[1].split("=", 1) for line in final if line.startswith("ENV "))
     assert env["PORTSCAN_DATA_DIR"] == path
+
+
+def test_published_ports_are_bound_to_loopback() -> None:
+    """Kafka (PLAINTEXT) and Redis in the compose file have no authentication: never on every interface."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"

@@ -67,6 +67,11 @@ def render(base: Path) -> list[dict[str, Any]]:
     return objects
 
 
+def example_secrets(base: Path) -> list[dict[str, Any]]:
+    """The Secrets a base's pods mount, as its secret.example.yaml shows them (not in the base itself)."""
+    return [doc for doc in yaml.safe_load_all((base / "secret.example.yaml").read_text()) if doc]
+
+
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
@@ -106,8 +111,8 @@ def base(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
 def test_bases_render_the_expected_objects() -> None:
     kinds = {name: sorted(o["kind"] for o in render(path)) for name, path in BASES.items()}
     assert kinds == {
-        "rocksdb": ["NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"],
-        "redis": ["Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Secret"],
+        "rocksdb": ["NetworkPolicy", "PodDisruptionBudget", "Service", "StatefulSet"],
+        "redis": ["Deployment", "NetworkPolicy", "PodDisruptionBudget"],
     }
     for name, path in BASES.items():
         keys = [(o["kind"], o["metadata"]["name"]) for o in render(path)]
@@ -118,7 +123,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(
     base: tuple[str, list[dict[str, Any]]],
 ) -> None:
     name, objects = base
-    for obj in objects:
+    for obj in objects + example_secrets(BASES[name]):
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -213,15 +218,21 @@ def test_redis_variant_is_a_deployment_without_persistent_volumes() -> None:
         for v in deployment["spec"]["template"]["spec"]["volumes"]
         if v["name"] == mount["name"]
     )
-    secret = next(s for s in by_kind(render(K8S / "redis"), "Secret") if s["metadata"]["name"] == secret_name)
+    secret = next(s for s in example_secrets(K8S / "redis") if s["metadata"]["name"] == secret_name)
     assert ca.rsplit("/", 1)[1] in secret["stringData"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     assert all(set(v) - {"name"} <= {"emptyDir", "secret"} for v in volumes), volumes
 
 
+def test_no_base_carries_a_secret_that_apply_would_overwrite(base: tuple[str, list[dict[str, Any]]]) -> None:
+    """`kubectl apply -k` of a base must not replace the operator's real Secrets with placeholders."""
+    _, objects = base
+    assert by_kind(objects, "Secret") == []
+
+
 def test_secrets_are_example_placeholders_mounted_as_files(base: tuple[str, list[dict[str, Any]]]) -> None:
     name, objects = base
-    secrets = {s["metadata"]["name"]: s for s in by_kind(objects, "Secret")}
+    secrets = {s["metadata"]["name"]: s for s in by_kind(example_secrets(BASES[name]), "Secret")}
     for secret in secrets.values():
         assert secret["type"] == "Opaque"
         assert "data" not in secret, "keep the example in stringData, readable"
@@ -251,7 +262,7 @@ def test_example_kafka_properties_are_ones_the_worker_accepts() -> None:
     from streams.kafka.client_config import ALIASES, SUPPORTED, parse_properties
 
     for path in BASES.values():
-        secret = next(s for s in render(path) if s["metadata"]["name"] == "iis-portscan-kafka")
+        secret = next(s for s in example_secrets(path) if s["metadata"]["name"] == "iis-portscan-kafka")
         pairs = parse_properties(secret["stringData"]["client.properties"], "client.properties")
         assert pairs and {k for k, _ in pairs} <= set(SUPPORTED) | set(ALIASES)
 
