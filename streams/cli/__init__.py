@@ -123,27 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
-    alerts.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
-    alerts.add_argument(
-        "--idle-exit",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="stop after this long without a new alert (default: follow forever)",
-    )
-    alerts.add_argument("--max", type=int, default=0, metavar="N", help="stop after N alerts")
+    _viewer_arguments(alerts, "alert")
     Settings.add_arguments(alerts, (*CLIENT_SETTINGS, "app_id", "alert_topic"))
 
     notes = sub.add_parser("notifications", help="follow the notify topic (--notify-topic): pages, summaries")
-    notes.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
-    notes.add_argument(
-        "--idle-exit",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="stop after this long without a new record (default: follow forever)",
-    )
-    notes.add_argument("--max", type=int, default=0, metavar="N", help="stop after N records")
+    _viewer_arguments(notes, "record")
     Settings.add_arguments(notes, (*CLIENT_SETTINGS, "app_id", "notify_topic"))
     return parser
 
@@ -157,6 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobError as exc:  # one line naming the cause, never a traceback
         sys.stderr.write(f"iis-portscan: {printable(str(exc))}\n")
         return 2
+
+
+def _viewer_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of a command that follows a topic (streams.cli.follow)."""
+    parser.add_argument("--pretty", action="store_true", help="a readable table instead of JSON lines")
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=f"stop after this long without a new {what} (default: follow forever)",
+    )
+    parser.add_argument("--max", type=int, default=0, metavar="N", help=f"stop after N {what}s")
 
 
 def _main(argv: Sequence[str] | None) -> int:

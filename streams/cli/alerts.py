@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
-import uuid
 from collections import Counter
 from typing import Any, TextIO
 
 import orjson
-from confluent_kafka import Consumer, KafkaError
 
+from streams.cli.follow import follow
 from streams.core.escape import dumps, printable
 from streams.settings import Settings
 
@@ -43,49 +41,20 @@ def json_line(record: Any) -> str:
 def run_follow(
     settings: Settings, as_table: bool, idle_exit_s: float, max_alerts: int, out: TextIO = sys.stdout
 ) -> int:
-    consumer = Consumer(
-        {
-            **settings.kafka_client().librdkafka(),
-            "bootstrap.servers": settings.brokers,
-            "group.id": f"{settings.app_id}-alerts-viewer-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.alert_topic])
-    seen = 0
     latest: dict[str, str] = {}
-    last = time.monotonic()
+
+    def show(value: bytes) -> None:
+        record = orjson.loads(value)
+        alert = record
+        if "class_uid" in alert:  # an OCSF Detection Finding (--alert-format ocsf): the alert within
+            alert = alert["unmapped"]
+        latest[alert["AlertId"]] = alert.get("Phase", "-")
+        out.write((pretty(alert) if as_table else json_line(record)) + "\n")
+        out.flush()
+
     if as_table:
         out.write(HEADER + "\n")
-    try:
-        while max_alerts <= 0 or seen < max_alerts:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if idle_exit_s and time.monotonic() - last > idle_exit_s:
-                    break
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                sys.stderr.write(f"alerts: {printable(str(msg.error()))}\n")
-                continue
-            last = time.monotonic()
-            value = msg.value()
-            if value is None:
-                continue
-            seen += 1
-            record = orjson.loads(value)
-            alert = record
-            if "class_uid" in alert:  # an OCSF Detection Finding (--alert-format ocsf): the alert within
-                alert = alert["unmapped"]
-            latest[alert["AlertId"]] = alert.get("Phase", "-")
-            out.write((pretty(alert) if as_table else json_line(record)) + "\n")
-            out.flush()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
+    seen = follow(settings, settings.alert_topic, "alerts", idle_exit_s, max_alerts, show)
     if as_table:
         phases = ", ".join(f"{n} {p}" for p, n in sorted(Counter(latest.values()).items()))
         out.write(f"{seen} alert records for {len(latest)} windows (latest revision: {phases or 'none'})\n")

@@ -278,7 +278,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         return Snapshot(
             ready=settled(),
             partitions=len(detector.engines),
-            open_windows=sum(e.open_count() for e in detector.engines.values()),
+            open_windows=detector.open_windows(),
             max_open_windows=detector.max_open,
             spilled_windows=sum(e.spilled_count() for e in detector.engines.values()),
             overdue_open_windows=detector.overdue(now),

@@ -149,16 +149,20 @@ class Detector:
             engine = PartitionEngine(self.params, meta, self.clock())
             limit = None
             if self.max_open:
-                limit = max(0, self.max_open - sum(e.open_count() for e in self.engines.values()))
-            async for chunk in self.store.scan_windows(partition, engine.open_from_ms()):
-                engine.restore([kv for kv in chunk if not is_state_key(kv[0])], limit)
-            if self.gate is not None and self.gate.notify is not None:
-                # Notification state records share the window keys' order (by period end) and live as long
-                # as windows: every one of them is read (a late alert of an ended period must find it).
-                notes: list[tuple[bytes, bytes]] = []
-                async for chunk in self.store.scan_windows(partition, 0):
+                limit = max(0, self.max_open - self.open_windows())
+            # Notification state records share the window keys' order (by period end) and live as long as
+            # windows: with notifications every one of them is read (a late alert of an ended period must
+            # find it), so the scan starts at the beginning; `restore` skips the closed windows.
+            notifying = self.gate if self.gate is not None and self.gate.notify is not None else None
+            notes: list[tuple[bytes, bytes]] = []
+            start = 0 if notifying else engine.open_from_ms()
+            async for chunk in self.store.scan_windows(partition, start):
+                if notifying:
                     notes.extend(kv for kv in chunk if is_state_key(kv[0]))
-                await self.gate.restore(partition, notes)
+                    chunk = [kv for kv in chunk if not is_state_key(kv[0])]
+                engine.restore(chunk, limit)
+            if notifying:
+                await notifying.restore(partition, notes)
             self.engines[partition] = engine
             self.pending[partition] = PendingWrites()
             self.checkpointed[partition] = time.monotonic()
@@ -176,15 +180,23 @@ class Detector:
         in the store)."""
         async with self.lock:
             await self._checkpoint(final=True)
-            partitions = list(partitions)
-            if self.gate is not None:
-                self.gate.drop(partitions)
-            for p in partitions:
-                self.revoked.add(p)
-                self.pending.pop(p, None)
-                self.checkpointed.pop(p, None)
-                if self.engines.pop(p, None) is not None:
-                    log.info("partition %d: revoked", p)
+            for p in self._forget(partitions):
+                log.info("partition %d: revoked", p)
+
+    def _forget(self, partitions: Iterable[int]) -> list[int]:
+        """Let partitions go (revoked, or claimed by another worker): their engines, changes and
+        notification state; their state stays in the store. Returns those that had an engine."""
+        partitions = list(partitions)
+        if self.gate is not None:
+            self.gate.drop(partitions)
+        had = []
+        for p in partitions:
+            self.revoked.add(p)
+            self.pending.pop(p, None)
+            self.checkpointed.pop(p, None)
+            if self.engines.pop(p, None) is not None:
+                had.append(p)
+        return had
 
     async def close(self) -> None:
         """Checkpoint what was processed (at shutdown), so a restart does not replay it."""
@@ -289,7 +301,7 @@ class Detector:
         proportion to the open windows it holds (see the module docstring)."""
         if not self.max_open:
             return
-        total = sum(e.open_count() for e in self.engines.values())
+        total = self.open_windows()
         excess = total - self.max_open
         if excess <= 0:
             return
@@ -312,14 +324,13 @@ class Detector:
             done = set(closed)
             newer: list[tuple[bytes, bytes | WindowRecord]] = []
             for key, rec in pending.items_from(prefix):
-                if key not in done:
+                if key not in done and not is_state_key(key):  # a window, not notification state
                     done.add(key)
                     newer.append((key, rec))
             for key, data in staged.items():
-                if key.startswith(prefix) and key not in done:
+                if key.startswith(prefix) and key not in done and not is_state_key(key):
                     done.add(key)
                     newer.append((key, data))
-            newer = [(key, rec) for key, rec in newer if not is_state_key(key)]  # notification state
             engine.close_spilled(out, newer)
             count = len(newer)
             async for chunk in self.store.scan_windows(partition, start, start + 1):
@@ -488,13 +499,8 @@ class Detector:
         new owner reads their input from the committed offset; this worker takes them again only when
         a rebalance assigns them to it (`assign`)."""
         partitions = list(partitions)
-        if self.gate is not None:
-            self.gate.drop(partitions)  # their notification state too: the new owner's store has it
+        self._forget(partitions)
         for p in partitions:
-            self.revoked.add(p)
-            self.pending.pop(p, None)
-            self.checkpointed.pop(p, None)
-            self.engines.pop(p, None)
             for tp in [tp for tp in self.unacked if tp.partition == p]:
                 del self.unacked[tp]
             self.metrics.counts["partitions_fenced"] += 1
@@ -519,13 +525,17 @@ class Detector:
         for partition, expire_before in expiries.items():
             self.metrics.counts["windows_expired"] += await self.store.expire(partition, expire_before)
 
+    def open_windows(self) -> int:
+        """Open windows held in memory, of every partition."""
+        return sum(engine.open_count() for engine in self.engines.values())
+
     def overdue(self, now_ms: int) -> int:
         """Open windows idleness should have closed (PartitionEngine.overdue_count), of every partition."""
         return sum(engine.overdue_count(now_ms) for engine in self.engines.values())
 
     def gauges(self) -> dict[str, float]:
         return {
-            "open_windows": sum(e.open_count() for e in self.engines.values()),
+            "open_windows": self.open_windows(),
             "spilled_windows": sum(e.spilled_count() for e in self.engines.values()),
             "partitions": len(self.engines),
         }

@@ -227,15 +227,17 @@ class BatchingConsumer(AIOKafkaConsumer):
                         await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
-                for topic, batch in batches.items():
+                pending = list(batches.items())
+                while pending:
                     if not self.flow_active or self.app.consumer_generation_id != generation_id:
                         # A rebalance began since the fetch (possibly while the previous handler ran):
                         # handled now, these records could reach state that recovery is still
                         # rebuilding. They are read again (`_hand_back`).
-                        for unhandled in list(batches.values())[list(batches).index(topic) :]:
+                        for _, unhandled in pending:
                             for tp, tp_records in unhandled.items():
                                 unhanded[tp] = (tp_records[0].offset, tp_records[-1].offset)
                         break
+                    topic, batch = pending.pop(0)
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
                 if unhanded:
                     await self._hand_back(unhanded)

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.conftest import KafkaTopics
+from tests.integration.conftest import KafkaTopics, forget_job
 from tests.integration.private_services import PrivateKafka, private_redis
-from tests.integration.workerkit import Job, own_topics
+from tests.integration.workerkit import Job
 
 from .kit import Run
 from .scenario import ALL_DIMENSIONS, make_scenario
@@ -142,10 +142,4 @@ def test_scenario_equals_replay(
             job.close()
             if broker is not None:
                 broker.ensure_running()
-            else:
-                try:
-                    kafka_topics.track(*own_topics(kafka_admin, job.name))
-                except Exception as exc:  # cleanup is best effort
-                    sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
-                kafka_topics.track_group(job.name, *job.groups())
-            sys.stderr.write(f"===== job log {job.log} (tail)\n{job.log_tail()}\n")
+            forget_job(job, None if broker else kafka_admin, kafka_topics)

@@ -267,9 +267,17 @@ def job(
         yield the_job
     finally:
         the_job.close()
+        forget_job(the_job, kafka_admin, kafka_topics)
+
+
+def forget_job(job: Job, kafka_admin: AdminClient | None, kafka_topics: KafkaTopics | None) -> None:
+    """After a closed job: its topics and groups deleted at the session's end (with `kafka_admin`, the
+    session broker's client; None for a private broker, which goes with its data), its log's tail on
+    stderr."""
+    if kafka_admin is not None and kafka_topics is not None:
         try:
-            kafka_topics.track(*own_topics(kafka_admin, the_job.name))
+            kafka_topics.track(*own_topics(kafka_admin, job.name))
         except Exception as exc:  # cleanup is best effort
             sys.stderr.write(f"could not list topics for cleanup: {exc}\n")
-        kafka_topics.track_group(the_job.name, *the_job.groups())
-        sys.stderr.write(f"===== job log {the_job.log} (tail)\n{the_job.log_tail()}\n")
+        kafka_topics.track_group(job.name, *job.groups())
+    sys.stderr.write(f"===== job log {job.log} (tail)\n{job.log_tail()}\n")

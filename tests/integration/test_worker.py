@@ -33,6 +33,7 @@ from .workerkit import (
     STEP_S,
     Job,
     Record,
+    await_answer,
     event,
     expected_view,
     iso,
@@ -362,12 +363,7 @@ def test_a_tiny_max_open_windows_equals_replay(job: Job, tmp_path: Path, store: 
     args = ("--max-open-windows", "20", "--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"))
     try:
         with job.worker(*args, env=env) as worker:
-            alerts.poll_until(
-                lambda got: view(latest(values_of(got)).values()) == expected,
-                STARTUP_AND_WORK_S,
-                worker.check_alive,
-                "alerts == replay",
-            )
+            await_answer(alerts, expected, worker.check_alive, "alerts == replay", closed=False)
         job.check_clean_stop(worker)
     finally:
         if store == "redis":
