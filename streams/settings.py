@@ -27,9 +27,9 @@ from streams.core.rule import (
 )
 from streams.core.shippers import MessageReader, w3c_fields_problem
 from streams.errors import JobError
-from streams.kafka.client_config import REDACTED, KafkaClientConfig, pair_problem
 
 ENV_PREFIX = "PORTSCAN_"
+REDACTED = "<redacted>"  # what logs, errors and repr show in place of a secret
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 # The app id names the consumer group, internal topics and Redis keys (a SCAN pattern prefix): no glob
@@ -75,6 +75,14 @@ def _opt(
     repeat: bool = False,
 ) -> dict[str, Any]:
     return {"help": help_, "parse": parse, "metavar": metavar, "secret": secret, "repeat": repeat}
+
+
+def pair_problem(text: str) -> str | None:
+    """Why `text` is not `KEY=VALUE` (None: it is), without quoting it: it may hold a secret."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+        return "expected KEY=VALUE (the text is not shown)"
+    return None
 
 
 def parse_lines(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -725,10 +733,6 @@ class Settings:
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ clients
-
-    def kafka_client(self) -> KafkaClientConfig:
-        """The Kafka client properties of every client (raises ClientConfigError, naming the key)."""
-        return KafkaClientConfig.load(self.kafka_config_file or None, self.kafka_config)
 
     def message_reader(self) -> MessageReader:
         """The worker's reader of messages that are not one W3CIISLog record."""

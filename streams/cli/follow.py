@@ -15,6 +15,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError
 
 from streams.core.escape import printable
+from streams.kafka.client_config import librdkafka_client
 from streams.settings import Settings
 
 
@@ -28,13 +29,14 @@ def follow(
 ) -> int:
     """Hand every non-tombstone value of `topic` to `show`, in order; how many were shown."""
     consumer = Consumer(
-        {
-            **settings.kafka_client().librdkafka(),
-            "bootstrap.servers": settings.brokers,
-            "group.id": f"{settings.app_id}-{viewer}-viewer-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        librdkafka_client(
+            settings,
+            **{
+                "group.id": f"{settings.app_id}-{viewer}-viewer-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.subscribe([topic])
     seen = 0

@@ -14,6 +14,7 @@ from streams.core.records import IISEvent, ParseError
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import routing_key
 from streams.io.sources import SourceOptions, iter_messages, open_binary
+from streams.kafka.client_config import kafka_client
 from streams.kafka.producer import producer_config
 from streams.settings import Settings
 
@@ -73,7 +74,7 @@ def run_produce(
             failures.append(error)
 
     producer = Producer(
-        producer_config(settings.brokers, linger_ms=20, client=settings.kafka_client().librdkafka())
+        producer_config(settings.brokers, linger_ms=20, client=kafka_client(settings).librdkafka())
     )
     sent = unkeyed = 0
     try:

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import JobError, ServiceUnreachable
+from streams.kafka.client_config import kafka_client, librdkafka_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,7 @@ def changelog_topic(settings: Settings) -> str:
 
 def admin(settings: Settings) -> AdminClient:
     # log_level 0: a broker that is down is reported once, by us, not by librdkafka on every retry
-    return AdminClient(
-        {
-            **settings.kafka_client().librdkafka(),
-            "bootstrap.servers": settings.brokers,
-            "socket.timeout.ms": 10_000,
-            "log_level": 0,
-        }
-    )
+    return AdminClient(librdkafka_client(settings, **{"socket.timeout.ms": 10_000, "log_level": 0}))
 
 
 def reach_kafka(settings: Settings) -> None:
@@ -64,7 +58,7 @@ def reach_kafka(settings: Settings) -> None:
     from streams.errors import AuthError
     from streams.kafka.client_config import ClientConfigError
 
-    client = settings.kafka_client()
+    client = kafka_client(settings)
     protocol, props, where = client.protocol, client.props, f"Kafka at {settings.brokers}"
     seen: list[str] = []  # librdkafka's error and log texts, oldest first
 

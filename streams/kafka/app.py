@@ -23,9 +23,10 @@ from streams.core.allowlist import AllowlistError
 from streams.errors import ServiceUnreachable
 from streams.io.allowlist_file import AllowlistFile
 from streams.kafka.admin import repartition_topic
+from streams.kafka.client_config import kafka_client, librdkafka_client
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
-from streams.kafka.faust_compat import changelog_applier, recovery_state
+from streams.kafka.faust_compat import FaustTable, changelog_applier, recovery_state
 from streams.kafka.gate import AllowlistTopic, Gate, page_reader
 from streams.kafka.messages import MessageDecoder, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
@@ -81,7 +82,7 @@ def build_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) ->
     file = AllowlistFile(settings.allowlist) if settings.allowlist else None
     topic = None
     if settings.allowlist_topic:
-        client = {**settings.kafka_client().librdkafka(), "bootstrap.servers": settings.brokers}
+        client = librdkafka_client(settings)
         topic = AllowlistTopic(settings.allowlist_topic, client)
         topic.start()
         if not topic.wait_caught_up(settings.connect_timeout / 1000):
@@ -105,7 +106,7 @@ def build_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) ->
             topic.stop()
         raise ConfigError(f"--allowlist: {exc}") from None
     if settings.notify_topic:
-        client = {**settings.kafka_client().librdkafka(), "bootstrap.servers": settings.brokers}
+        client = librdkafka_client(settings)
         gate.read_pages = page_reader(settings.notify_topic, client, settings.connect_timeout / 1000)
     gate.allowlisted = metrics.allowlisted
     gate.counts = metrics.soc
@@ -120,7 +121,7 @@ def build_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) ->
 def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     """Build the faust app; `source_partitions`: partition count of the detector's source (ensure_topics)."""
     partitions = source_partitions or settings.partitions
-    client = settings.kafka_client()
+    client = kafka_client(settings)
     app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.brokers.split(",")],
@@ -164,7 +165,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
             value_type=bytes,
             options=settings.rocksdb_options(),  # bounded memory per partition database
         )
-        store = RocksTableStore(table, producer)
+        store = RocksTableStore(FaustTable(table), producer)
         # Recovery and standby replicas apply the changelog a fetch at a time (see faust_compat). The
         # variable brings back faust's per-record path: the baseline `make bench` measures beside it.
         if os.environ.get("PORTSCAN_BENCH_PER_RECORD_CHANGELOG") != "1":

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.errors import JobError
+from streams.settings import REDACTED, Settings, pair_problem
 
 
 class ClientConfigError(JobError):
@@ -51,7 +52,6 @@ SUPPORTED: dict[str, tuple[str, ...] | None] = {
 ALIASES = {"sasl.mechanisms": "sasl.mechanism"}  # librdkafka accepts both spellings
 SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret"})
 CASE_INSENSITIVE = frozenset({"security.protocol", "sasl.mechanism"})
-REDACTED = "<redacted>"
 _REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
 
 
@@ -72,14 +72,6 @@ def parse_properties(text: str, source: str) -> list[tuple[str, str]]:
             raise ClientConfigError(f"{source}:{number}: expected key=value (the line is not shown)")
         pairs.append((match.group(1), match.group(2)))
     return pairs
-
-
-def pair_problem(text: str) -> str | None:
-    """Why `text` is not `KEY=VALUE` (None: it is), without quoting it: it may hold a secret."""
-    key, sep, _ = text.partition("=")
-    if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
-        return "expected KEY=VALUE (the text is not shown)"
-    return None
 
 
 def parse_pair(text: str, where: str = "--kafka-config") -> tuple[str, str]:
@@ -276,3 +268,14 @@ class KafkaClientConfig:
             ssl_context=context,
             mechanism=mechanism,
         )
+
+
+def kafka_client(settings: Settings) -> KafkaClientConfig:
+    """The Kafka client properties of every client, from --kafka-config-file and --kafka-config
+    (raises ClientConfigError, naming the key)."""
+    return KafkaClientConfig.load(settings.kafka_config_file or None, settings.kafka_config)
+
+
+def librdkafka_client(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """A confluent-kafka client's configuration: the properties, the brokers, then `extra`."""
+    return {**kafka_client(settings).librdkafka(), "bootstrap.servers": settings.brokers, **extra}

@@ -367,6 +367,23 @@ def table_offset_key(table: Any) -> bytes:
     return bytes(table.data.offset_key)
 
 
+class FaustTable:
+    """A faust Table as streams.state.rocksdb.RocksTableStore sees it (state.rocksdb.LocalTable)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    @property
+    def changelog(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def db(self, partition: int) -> Any:
+        return table_partition_db(self.table, partition)
+
+    def offset_key(self) -> bytes:
+        return table_offset_key(self.table)
+
+
 def changelog_applier(app: Any, table: Any) -> BatchHandler:
     """A batch handler that applies a RocksDB table's changelog a fetch at a time, for recovery and
     for standby replicas, in place of faust's per-record path.

@@ -19,29 +19,46 @@ recovery replays the changelog after that offset. RocksDB flushes unlogged write
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from rocksdict import WriteBatch, WriteOptions
 
 from streams.core.windows import META_KEY, START_DIGITS, is_window_key, key_start_ms
-from streams.kafka.faust_compat import table_offset_key, table_partition_db
 from streams.state.base import SCAN_CHUNK, ChangelogProducer
 
 _WINDOW_KEY_FIRST = b"0"  # window keys start with the 13-digit window start
 
 
+class LocalTable(Protocol):
+    """What the store needs of faust's table (streams.kafka.faust_compat.FaustTable gives it): the
+    adapter hands it in, so this module knows nothing of faust."""
+
+    @property
+    def changelog(self) -> str:
+        """The name of the table's changelog topic."""
+        ...
+
+    def db(self, partition: int) -> Any:
+        """The rocksdict database faust opened for one partition."""
+        ...
+
+    def offset_key(self) -> bytes:
+        """The key under which faust keeps the changelog offset a database has applied."""
+        ...
+
+
 class RocksTableStore:
     """WindowStore over a faust Table whose store is rocksdb://."""
 
-    def __init__(self, table: Any, producer: ChangelogProducer) -> None:
+    def __init__(self, table: LocalTable, producer: ChangelogProducer) -> None:
         self.table = table
         self.producer = producer
-        self.changelog = table.changelog_topic.get_topic_name()
+        self.changelog = table.changelog
         self._unlogged = WriteOptions()
         self._unlogged.disable_wal = True
 
     def _db(self, partition: int) -> Any:
-        return table_partition_db(self.table, partition)
+        return self.table.db(partition)
 
     async def load_partition(self, partition: int) -> list[tuple[bytes, bytes]]:
         db = self._db(partition)
@@ -115,7 +132,7 @@ class RocksTableStore:
         for partition, batch in batches.items():
             offset = acked.get((self.changelog, partition))
             if offset is not None:  # what faust's set_persisted_offset writes, in the records' batch
-                batch.put(table_offset_key(self.table), str(offset).encode())
+                batch.put(self.table.offset_key(), str(offset).encode())
             self._db(partition).write(batch, self._unlogged)
 
     async def close(self) -> None:

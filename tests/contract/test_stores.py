@@ -25,6 +25,7 @@ from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
 from streams.core.windows import META_KEY, WindowKey, encode_key
+from streams.kafka.faust_compat import FaustTable
 from streams.state.base import SCAN_CHUNK, WindowStore
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
@@ -90,7 +91,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], A
     if kind == "rocksdb":
         table = RecordingTable(tmp_path)
         request.node.rocks_table = table
-        return lambda: RocksTableStore(table, table.producer)  # type: ignore[arg-type]
+        return lambda: RocksTableStore(FaustTable(table), table.producer)  # type: ignore[arg-type]
     app_id = f"contract-{uuid.uuid4().hex[:8]}"
     probe = RedisStore(redis_url(), app_id, 60_000)
     try:
@@ -292,7 +293,7 @@ def check_engine_over_store(make_store: Callable[[], WindowStore], bound: int | 
 
 def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) -> None:
     table = RecordingTable(tmp_path)
-    store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
+    store = RocksTableStore(FaustTable(table), table.producer)  # type: ignore[arg-type]
 
     async def go() -> None:
         await store.write_partitions({2: {META_KEY: b"m", key(T0): b"v"}})
@@ -309,11 +310,11 @@ def test_rocksdb_unlogged_writes_survive_a_clean_close_with_their_offset(tmp_pat
     """Writes skip the WAL; closing the database (as faust does at shutdown) must still persist them,
     together with the changelog offset they were written up to."""
     table = RecordingTable(tmp_path)
-    store = RocksTableStore(table, table.producer)  # type: ignore[arg-type]
+    store = RocksTableStore(FaustTable(table), table.producer)  # type: ignore[arg-type]
     run(store.write_partitions({1: {META_KEY: b"m", key(T0): b"v", key(T0 + BIN): b"w"}}))
     table.data.dbs.pop(1).close()
     reopened = RecordingTable(tmp_path)
-    again = RocksTableStore(reopened, reopened.producer)  # type: ignore[arg-type]
+    again = RocksTableStore(FaustTable(reopened), reopened.producer)  # type: ignore[arg-type]
     assert sorted(run(again.load_partition(1))) == sorted(
         [(META_KEY, b"m"), (key(T0), b"v"), (key(T0 + BIN), b"w")]
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from streams.kafka.client_config import ClientConfigError, KafkaClientConfig, parse_properties
+from streams.kafka.client_config import ClientConfigError, KafkaClientConfig, kafka_client, parse_properties
 from streams.settings import Settings
 
 
@@ -163,5 +163,5 @@ def test_settings_take_the_file_and_repeated_pairs(tmp_path: Path) -> None:
     )
     # ${env:} references read the process environment
     with pytest.raises(ClientConfigError, match="PW is not set"):
-        settings.kafka_client()
+        kafka_client(settings)
     assert settings.kafka_config == ("sasl.username=u", "sasl.password=${env:PW}")

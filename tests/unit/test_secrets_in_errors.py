@@ -9,6 +9,7 @@ import pytest
 
 from streams.cli import main
 from streams.errors import JobError
+from streams.kafka.client_config import kafka_client
 from streams.settings import Settings
 
 SECRET = "Hunter2-s3cret"
@@ -17,7 +18,7 @@ SECRET = "Hunter2-s3cret"
 def error_of(environ: dict[str, str]) -> str:
     """The message of the error loading these settings and their Kafka client properties gives."""
     try:
-        Settings.load(None, environ).kafka_client()
+        kafka_client(Settings.load(None, environ))
     except JobError as exc:
         return str(exc)
     raise AssertionError("no error")
