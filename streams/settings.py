@@ -27,6 +27,7 @@ from streams.core.rule import (
 )
 from streams.core.shippers import MessageReader, w3c_fields_problem
 from streams.errors import JobError
+from streams.state.base import StoreKind
 
 ENV_PREFIX = "PORTSCAN_"
 REDACTED = "<redacted>"  # what logs, errors and repr show in place of a secret
@@ -536,12 +537,12 @@ class Settings:
     def __post_init__(self) -> None:
         if not set(self.emit_phases()) <= {"early", "final"}:
             raise ConfigError(f"--emit / PORTSCAN_EMIT takes early and/or final, got {self.emit!r}")
-        if not self.store.startswith(("rocksdb://", "memory://", "redis://", "rediss://")):
-            raise ConfigError(
-                f"--store / PORTSCAN_STORE must be rocksdb://, memory:// or redis://..., got {self.store!r}"
-            )
+        try:
+            kind = StoreKind.of(self.store)
+        except ValueError as exc:
+            raise ConfigError(f"--store / PORTSCAN_STORE {exc}") from None
         tls = [self.flag(n) for n in ("redis_ca", "redis_cert", "redis_key") if getattr(self, n)]
-        if tls and not self.store.startswith("rediss://"):
+        if tls and kind is not StoreKind.REDIS_TLS:
             raise ConfigError(
                 f"{', '.join(tls)} set but --store / PORTSCAN_STORE is not a rediss:// URL: the connection "
                 "would be plaintext (password included); use rediss://host:port/db"
@@ -635,6 +636,10 @@ class Settings:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    def store_kind(self) -> StoreKind:
+        """The backend --store names (validated at construction)."""
+        return StoreKind.of(self.store)
 
     def rocksdb_options(self) -> dict[str, int]:
         """faust's RocksDB options for one partition database, from --rocksdb-memory."""

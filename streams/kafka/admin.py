@@ -210,7 +210,7 @@ def specs(settings: Settings, source_partitions: int) -> list[TopicSpec]:
     ]
     if not settings.input_keyed:
         out.append(TopicSpec(repartition_topic(settings), source_partitions, {"retention.ms": retention}))
-    if settings.store.startswith("rocksdb"):
+    if settings.store_kind().has_changelog:
         out.append(TopicSpec(changelog_topic(settings), source_partitions, {"cleanup.policy": "compact"}))
     if settings.allowlist_topic:  # one entry per key, read whole by every worker
         out.append(TopicSpec(settings.allowlist_topic, 1, {"cleanup.policy": "compact"}))
@@ -269,7 +269,7 @@ def ensure_topics(settings: Settings) -> int:
                     continue  # another worker created it meanwhile
                 raise
     changelog = counts.get(changelog_topic(settings))
-    if settings.store.startswith("rocksdb") and changelog not in (None, source_partitions):
+    if settings.store_kind().has_changelog and changelog not in (None, source_partitions):
         raise TopicsError(
             f"changelog topic {changelog_topic(settings)} has {changelog} partitions but the detector's "
             f"source has {source_partitions}; they must match (use a new --app-id after repartitioning)"

@@ -26,16 +26,15 @@ from streams.kafka.admin import repartition_topic
 from streams.kafka.client_config import kafka_client, librdkafka_client
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
-from streams.kafka.faust_compat import FaustTable, changelog_applier, recovery_state
+from streams.kafka.faust_compat import recovery_state
 from streams.kafka.gate import AllowlistTopic, Gate, page_reader
 from streams.kafka.messages import MessageDecoder, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
 from streams.kafka.producer import AsyncProducer
 from streams.kafka.publisher import Publisher
 from streams.kafka.router import Router
+from streams.kafka.stores import faust_store_url, open_window_store
 from streams.settings import ConfigError, Settings
-from streams.state.base import WindowStore
-from streams.state.memory import MemoryStore
 
 log = logging.getLogger("iis-portscan")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
@@ -62,10 +61,6 @@ def serve_only_our_pages(app: faust.App) -> None:
     /table/ serves the stored windows, the clients' queries and user agents included; /router/, /, /stats/,
     /graph/, /performance/) are never registered. Our pages are app.page views, not blueprints."""
     app.web.blueprints = BlueprintManager()
-
-
-def _store_url(settings: Settings) -> str:
-    return "rocksdb://" if settings.store.startswith("rocksdb") else "memory://"
 
 
 def _stopper(stop: Any) -> Any:
@@ -125,7 +120,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.brokers.split(",")],
-        store=_store_url(settings),
+        store=faust_store_url(settings),
         datadir=settings.data_dir,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
@@ -154,33 +149,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     producer = AsyncProducer(settings.brokers, client=client.librdkafka())
     app.stopping_hooks.append(producer.abort)  # a stopping worker waits for a frozen broker briefly
-    store: WindowStore
-    if settings.store.startswith("rocksdb"):
-        from streams.state.rocksdb import RocksTableStore
-
-        table = app.Table(
-            "windows",
-            partitions=partitions,
-            key_type=bytes,  # raw serializers
-            value_type=bytes,
-            options=settings.rocksdb_options(),  # bounded memory per partition database
-        )
-        store = RocksTableStore(FaustTable(table), producer)
-        # Recovery and standby replicas apply the changelog a fetch at a time (see faust_compat). The
-        # variable brings back faust's per-record path: the baseline `make bench` measures beside it.
-        if os.environ.get("PORTSCAN_BENCH_PER_RECORD_CHANGELOG") != "1":
-            app.batch_handlers[table.changelog_topic.get_topic_name()] = changelog_applier(app, table)
-    elif settings.store.startswith("memory"):
-        store = MemoryStore()
-    else:
-        from streams.state.redis import RedisStore
-
-        redis_store = RedisStore(
-            settings.store, settings.app_id, settings.redis_ttl, **settings.redis_store_options()
-        )
-        app.stopping_hooks.append(redis_store.abort)  # a stopping worker does not wait for Redis
-        app.after_consumer_stop.append(redis_store.close)
-        store = redis_store
+    per_record = os.environ.get("PORTSCAN_BENCH_PER_RECORD_CHANGELOG") == "1"
+    store = open_window_store(app, settings, producer, partitions, per_record_changelog=per_record)
 
     def acknowledge(done: dict[Any, int]) -> None:
         """Mark input as done through these offsets: faust commits the offsets after them."""
@@ -272,10 +242,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         except Exception:  # the consumer is not started yet
             lags, stalled = {}, 0.0
         metrics.counts["fetches_not_handed_on"] = getattr(app.consumer, "stale_batches", 0)
-        store_stats = getattr(store, "stats", None)
-        if store_stats is not None:
-            metrics.counts["store_retries"] = store_stats["retries"]
-            metrics.counts["store_errors"] = store_stats["errors"]
+        for name, n in store.counts().items():
+            metrics.counts[f"store_{name}"] = n
         return Snapshot(
             ready=settled(),
             partitions=len(detector.engines),

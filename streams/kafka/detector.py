@@ -16,7 +16,7 @@ p99 470 -> 175-199 ms at 15,000 events/s in one run of each). The slots bound ho
 for the broker's acknowledgements, whatever its partition count. Idle housekeeping checkpoints every
 partition due.
 
-With a store that sends a log ahead (RocksDB's changelog: state.base.StagedWrites), a staggered
+With a store that sends a log ahead (RocksDB's changelog: `WindowStore.stages_writes`), a staggered
 checkpoint is completed by the next one: it sends the changelog records and returns; the next waits for
 their acknowledgement (they have had a checkpoint's time to arrive), writes the RocksDB batches and only
 then acknowledges that checkpoint's input. Until then reads of its windows are served from its bytes. The
@@ -96,6 +96,7 @@ class Detector:
         checkpoint_ms: int = 1000,
         max_pending: int = 500_000,
         clock: Callable[[], int] = wall_ms,
+        monotonic: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         trust_headers: bool = True,
         reader: MessageReader | None = None,
@@ -109,7 +110,8 @@ class Detector:
         self.acknowledge = acknowledge
         self.checkpoint_s = checkpoint_ms / 1000
         self.max_pending = max_pending  # records held: a checkpoint is due when more change
-        self.clock = clock
+        self.clock = clock  # wall clock, ms: idleness and the skew bound
+        self.monotonic = monotonic  # seconds: when checkpoints are due
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
@@ -127,7 +129,6 @@ class Detector:
         self.broken: Exception | None = None  # a checkpoint failed: see `_checkpoint`
         self.staged: _Staged | None = None
         self.batches_since_tick = 0
-        self._stage = getattr(store, "stage", None)  # a store that sends a log ahead (StagedWrites)
         self.lock = asyncio.Lock()
         self.metrics = metrics or publisher.metrics
         self.gate = gate  # allowlist, entities, notifications: where alerts leave (streams.kafka.gate)
@@ -165,7 +166,7 @@ class Detector:
                 await notifying.restore(partition, notes)
             self.engines[partition] = engine
             self.pending[partition] = PendingWrites()
-            self.checkpointed[partition] = time.monotonic()
+            self.checkpointed[partition] = self.monotonic()
             log.info(
                 "partition %d: restored %d open windows (%d more left in the store), watermark %s",
                 partition,
@@ -408,7 +409,7 @@ class Detector:
         with_changes = [p for p, pending in self.pending.items() if pending]
         if sum(len(self.pending[p]) for p in with_changes) > self.max_pending:
             return with_changes
-        now = time.monotonic()
+        now = self.monotonic()
         limit = None
         if staggered:
             if now - self.last_checkpoint < self.checkpoint_s / CHECKPOINT_SLOTS:
@@ -457,9 +458,9 @@ class Detector:
             done = dict(self.unacked)
         else:
             done = {tp: offset for tp, offset in self.unacked.items() if tp.partition in chosen}
-        if self._stage is not None and changes:
+        if self.store.stages_writes and changes:
             # Sent now, written and acknowledged by the next checkpoint (or at once when final).
-            self.staged = _Staged(self._stage(changes), changes, expiries, done)
+            self.staged = _Staged(self.store.stage(changes), changes, expiries, done)
         else:
             while changes:
                 try:
@@ -481,7 +482,7 @@ class Detector:
                 pending.clear()  # written, or staged with its bytes serving reads (see `_load`)
         if final:
             await self._commit_staged()
-        now = time.monotonic()
+        now = self.monotonic()
         for partition in self.checkpointed if chosen is None else chosen:
             if partition in self.checkpointed:
                 self.checkpointed[partition] = now
@@ -515,7 +516,7 @@ class Detector:
         staged = self.staged
         if staged is None:
             return
-        await self.store.commit_staged(staged.handle)  # type: ignore[attr-defined]
+        await self.store.commit_staged(staged.handle)
         await self._expire(staged.expiries)
         self.staged = None
         if staged.done:

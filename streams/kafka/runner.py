@@ -29,7 +29,7 @@ def run_worker(settings: Settings) -> int:
     logs.setup(settings.log_level, settings.log_format)
     try:
         reach_kafka(settings)
-        if settings.store.startswith(("redis://", "rediss://")):
+        if settings.store_kind().is_redis:
             asyncio.run(reach_redis(settings))
         private_dir(settings.data_dir)
         source_partitions = ensure_topics(settings)

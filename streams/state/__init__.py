@@ -1,1 +1,1 @@
-"""Window state backends behind one small interface (see base.WindowStore), chosen by URL scheme."""
+"""Window state backends behind one interface (base.WindowStore), chosen by URL scheme (backends)."""

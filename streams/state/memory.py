@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from streams.core.windows import META_KEY, is_window_key, key_start_ms
-from streams.state.base import SCAN_CHUNK
+from streams.state.base import SCAN_CHUNK, WindowStore
 
 
-class MemoryStore:
+class MemoryStore(WindowStore):
     """A dict per partition."""
 
     def __init__(self) -> None:

@@ -48,7 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.windows import META_KEY, START_DIGITS
 from streams.errors import AuthError, Fenced, StoreUnavailable
-from streams.state.base import SCAN_CHUNK
+from streams.state.base import SCAN_CHUNK, StoreKind, WindowStore
 
 log = logging.getLogger("iis-portscan.redis")
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def redis_address(url: str) -> str:
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
 
-class RedisStore:
+class RedisStore(WindowStore):
     """WindowStore on Redis with the asyncio client."""
 
     def __init__(
@@ -98,11 +98,12 @@ class RedisStore:
         if password is not None:
             options["password"] = password
         verify = {"ssl_check_hostname": True, "ssl_cert_reqs": "required"}
-        if url.startswith("rediss://"):
+        secure = StoreKind.of(url) is StoreKind.REDIS_TLS
+        if secure:
             options.update(tls or {})
             options.update(verify)
         self.client: Any = aioredis.from_url(url, **options)
-        if url.startswith("rediss://"):
+        if secure:
             self.client.connection_pool.connection_kwargs.update(verify)
         self.address = redis_address(url)
         self.prefix = f"iis-portscan:{app_id}:".encode()
@@ -116,6 +117,9 @@ class RedisStore:
         """The worker is stopping: stop waiting for Redis. Operations still get one attempt each (a
         healthy Redis takes the last checkpoint); a failed one raises StoreUnavailable, not a retry."""
         self._abort.set()
+
+    def counts(self) -> dict[str, int]:
+        return {"retries": self.stats["retries"], "errors": self.stats["errors"]}
 
     async def ping(self) -> None:
         """One round trip; raises AuthError for credentials, the client's error otherwise."""

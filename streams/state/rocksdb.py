@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from rocksdict import WriteBatch, WriteOptions
 
 from streams.core.windows import META_KEY, START_DIGITS, is_window_key, key_start_ms
-from streams.state.base import SCAN_CHUNK, ChangelogProducer
+from streams.state.base import SCAN_CHUNK, ChangelogProducer, WindowStore
 
 _WINDOW_KEY_FIRST = b"0"  # window keys start with the 13-digit window start
 
@@ -47,8 +47,10 @@ class LocalTable(Protocol):
         ...
 
 
-class RocksTableStore:
-    """WindowStore over a faust Table whose store is rocksdb://."""
+class RocksTableStore(WindowStore):
+    """WindowStore over a faust Table whose store is rocksdb://; it stages writes (its changelog)."""
+
+    stages_writes = True
 
     def __init__(self, table: LocalTable, producer: ChangelogProducer) -> None:
         self.table = table

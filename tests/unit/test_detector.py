@@ -41,6 +41,19 @@ def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:
     )
 
 
+class Monotonic:
+    """A monotonic clock that moves only when a test says (seconds)."""
+
+    def __init__(self, start: float = 10_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def make(
     trust_headers: bool,
     too_large: int = 10**9,
@@ -59,6 +72,7 @@ def make(
         acks.append,
         checkpoint_ms=checkpoint_ms,
         clock=lambda: NOW,
+        monotonic=Monotonic(),
         trust_headers=trust_headers,
         max_open_windows=max_open_windows,
     )
@@ -217,11 +231,16 @@ def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
     assert acks == [{tp: 0}]
 
 
+def later(processor: Detector, seconds: float) -> None:
+    """Time passes on the detector's monotonic clock (make() gives it a Monotonic)."""
+    clock = processor.monotonic
+    assert isinstance(clock, Monotonic)
+    clock.advance(seconds)
+
+
 def overdue(processor: Detector) -> None:
-    """Every partition's last checkpoint, and the worker's, an interval ago (as time passing would)."""
-    for p in processor.checkpointed:
-        processor.checkpointed[p] -= 2 * processor.checkpoint_s
-    processor.last_checkpoint -= 2 * processor.checkpoint_s
+    """Every partition's last checkpoint, and the worker's, two intervals ago."""
+    later(processor, 2 * processor.checkpoint_s)
 
 
 def fetch(partitions: range, offset: int) -> dict[Any, list[Msg]]:
@@ -236,15 +255,16 @@ def test_checkpoints_are_staggered_one_group_of_partitions_after_a_batch() -> No
     processor.checkpoint_s = 60.0
 
     async def go() -> None:
+        await processor.process(fetch(range(2, 3), 0))  # partition 2 first: it waits longest
+        later(processor, 1)
         await processor.process(fetch(range(4), 0))  # engines created: nothing is due yet
         assert acks == []
         overdue(processor)
-        processor.checkpointed[2] -= 1  # waited longest
         await processor.process(fetch(range(4), 1))
         assert acks == [{TP(TOPIC, 2): 1}]
         await processor.process(fetch(range(4), 2))  # within a quarter interval of the last checkpoint
         assert len(acks) == 1
-        processor.last_checkpoint -= processor.checkpoint_s / 4
+        later(processor, processor.checkpoint_s / 4)
         await processor.process(fetch(range(4), 3))
         assert len(acks) == 2 and len(acks[1]) == 1 and TP(TOPIC, 2) not in acks[1]
         await processor.tick([])  # a batch since the last tick: as after a batch (within the spacing)
@@ -272,7 +292,7 @@ def test_a_worker_with_many_partitions_checkpoints_them_in_four_groups() -> None
         overdue(processor)
         for round_ in range(1, 5):
             await processor.process(fetch(range(12), round_))
-            processor.last_checkpoint -= processor.checkpoint_s / 4
+            later(processor, processor.checkpoint_s / 4)
         assert [len(a) for a in acks] == [3, 3, 3, 3]
         assert {tp.partition for a in acks for tp in a} == set(range(12))
 
@@ -280,8 +300,10 @@ def test_a_worker_with_many_partitions_checkpoints_them_in_four_groups() -> None
 
 
 class StagingStore(MemoryStore):
-    """A memory store with a log sent ahead (state.base.StagedWrites): what is staged is written only
+    """A memory store with a log sent ahead (WindowStore.stages_writes): what is staged is written only
     when committed; `fail` makes the commit fail, as a changelog the broker does not acknowledge."""
+
+    stages_writes = True
 
     def __init__(self) -> None:
         super().__init__()
