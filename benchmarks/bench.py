@@ -459,7 +459,7 @@ def step_recovery(ctx: Ctx, app: str, topic: str, per_record: bool = False) -> S
     """State recovery: a worker of an app whose run is over starts on an empty data dir (a new host) and
     rebuilds every partition's RocksDB from the changelog; changelog records read per second, from
     faust's "Restoring state" to "Done reading" in its log. `per_record`: through faust's own per-record
-    path (PORTSCAN_BENCH_PER_RECORD_CHANGELOG), the baseline of our batched one."""
+    path (--changelog-restore per-record), the baseline of our batched one."""
     changelog = f"{app}-windows-changelog"
     consumer = Consumer({**load.CLIENT, "bootstrap.servers": ctx.brokers, "group.id": f"{ctx.prefix}-wm"})
     try:
@@ -472,7 +472,7 @@ def step_recovery(ctx: Ctx, app: str, topic: str, per_record: bool = False) -> S
         ctx,
         "recovery-per-record" if per_record else "recovery",
         {
-            "PORTSCAN_BENCH_PER_RECORD_CHANGELOG": "1" if per_record else "0",
+            "PORTSCAN_CHANGELOG_RESTORE": "per-record" if per_record else "batched",
             "PORTSCAN_APP_ID": app,
             "PORTSCAN_INPUT_TOPIC": topic,
             "PORTSCAN_ALERT_TOPIC": f"{app}-recovery-alerts",

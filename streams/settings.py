@@ -335,6 +335,15 @@ class Settings:
             "MIB",
         ),
     )
+    changelog_restore: str = field(
+        default="batched",
+        metadata=_opt(
+            "how recovery and standby replicas apply the RocksDB changelog: batched (a fetch at a time) "
+            "or per-record (faust's own path; the baseline `make bench` measures beside ours)",
+            str,
+            "batched|per-record",
+        ),
+    )
     max_open_windows: int = field(
         default=500_000,
         metadata=_opt(
@@ -580,6 +589,11 @@ class Settings:
             )
         if self.alert_nul not in ("text", "keep"):
             raise ConfigError(f"--alert-nul / PORTSCAN_ALERT_NUL takes text or keep, got {self.alert_nul!r}")
+        if self.changelog_restore not in ("batched", "per-record"):
+            raise ConfigError(
+                "--changelog-restore / PORTSCAN_CHANGELOG_RESTORE takes batched or per-record, got "
+                f"{self.changelog_restore!r}"
+            )
         if self.url_plus not in ("space", "literal"):
             raise ConfigError(
                 f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"

@@ -186,11 +186,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return run_worker(settings)
     if args.command in ("topics", "produce", "alerts", "notifications"):
-        from streams.kafka.admin import reach_kafka
+        from streams.kafka.diagnosis import reach_kafka
 
         reach_kafka(settings)  # a clear line, not a hang or a traceback, when the brokers do not answer
     if args.command == "topics":
-        from streams.kafka.admin import ensure_topics
+        from streams.kafka.topics import ensure_topics
 
         partitions = ensure_topics(settings)
         print(f"topics ready (detector source: {partitions} partitions)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.kafka.admin import admin, partition_counts
+from streams.kafka.topics import admin, partition_counts
 from streams.settings import Settings
 
 if __name__ == "__main__":

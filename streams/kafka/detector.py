@@ -534,10 +534,14 @@ class Detector:
         """Open windows idleness should have closed (PartitionEngine.overdue_count), of every partition."""
         return sum(engine.overdue_count(now_ms) for engine in self.engines.values())
 
+    def spilled_windows(self) -> int:
+        """Open windows spilled to the store (past --max-open-windows), of every partition."""
+        return sum(engine.spilled_count() for engine in self.engines.values())
+
     def gauges(self) -> dict[str, float]:
         return {
             "open_windows": self.open_windows(),
-            "spilled_windows": sum(e.spilled_count() for e in self.engines.values()),
+            "spilled_windows": self.spilled_windows(),
             "partitions": len(self.engines),
         }
 

@@ -25,8 +25,12 @@ from streams.core.entities import add_entities
 from streams.core.escape import dumps
 from streams.core.notify import Notifier, NotifyParams, Period
 from streams.core.rule import RuleParams
+from streams.errors import ServiceUnreachable
 from streams.io.allowlist_file import AllowlistFile
+from streams.kafka.client_config import librdkafka_client
+from streams.kafka.metrics import Metrics
 from streams.kafka.producer import AsyncProducer
+from streams.settings import ConfigError, Settings
 
 log = logging.getLogger("iis-portscan")
 PARTITION_HEADER = "notify-partition"  # the detector partition whose notifier sent a notify record
@@ -299,3 +303,46 @@ class Gate:
             self.counts[f"notifications_{record['Kind']}"] += 1
             self.producer.send(self.notify_topic, key, dumps(record), headers=header)
         return kept, notified.writes
+
+
+def open_gate(settings: Settings, producer: AsyncProducer, metrics: Metrics) -> Gate:
+    """The allowlist (file, topic: read to its end before the worker starts), entities and
+    notifications (streams.kafka.gate). Raises ConfigError for a bad file, ServiceUnreachable when the
+    topic cannot be read within --connect-timeout."""
+    file = AllowlistFile(settings.allowlist) if settings.allowlist else None
+    topic = None
+    if settings.allowlist_topic:
+        client = librdkafka_client(settings)
+        topic = AllowlistTopic(settings.allowlist_topic, client)
+        topic.start()
+        if not topic.wait_caught_up(settings.connect_timeout / 1000):
+            topic.stop()
+            raise ServiceUnreachable(
+                f"allowlist topic {settings.allowlist_topic}: not read to its end within "
+                f"{settings.connect_timeout / 1000:g}s"
+            )
+    try:
+        gate = Gate(
+            settings.rule_params(),
+            file,
+            topic,
+            entities=settings.alert_entities,
+            notify=settings.notify_params() if settings.notify_topic else None,
+            producer=producer,
+            notify_topic=settings.notify_topic,
+        )
+    except AllowlistError as exc:
+        if topic is not None:
+            topic.stop()
+        raise ConfigError(f"--allowlist: {exc}") from None
+    if settings.notify_topic:
+        client = librdkafka_client(settings)
+        gate.read_pages = page_reader(settings.notify_topic, client, settings.connect_timeout / 1000)
+    gate.allowlisted = metrics.allowlisted
+    gate.counts = metrics.soc
+    gate.counts["allowlist_reloads"] += int(file is not None)
+    if gate.allowlist is not None:
+        log.info(
+            "allowlist %s in force: %d entries", gate.allowlist.version or "(empty)", len(gate.allowlist)
+        )
+    return gate

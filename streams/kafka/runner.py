@@ -15,8 +15,9 @@ import faust
 from streams import logs
 from streams.core.escape import printable
 from streams.errors import AuthError, JobError, ServiceUnreachable
-from streams.kafka.admin import ensure_topics, reach_kafka
 from streams.kafka.app import create_app
+from streams.kafka.diagnosis import reach_kafka
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
 
 log = logging.getLogger("iis-portscan")

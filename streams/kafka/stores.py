@@ -21,11 +21,9 @@ def faust_store_url(settings: Settings) -> str:
     return StoreKind.ROCKSDB.value if settings.store_kind() is StoreKind.ROCKSDB else StoreKind.MEMORY.value
 
 
-def open_window_store(
-    app: Any, settings: Settings, producer: AsyncProducer, partitions: int, per_record_changelog: bool = False
-) -> WindowStore:
-    """The store of --store, its stop hooks registered on `app`. `per_record_changelog`: recovery and
-    standby replicas through faust's per-record path (the baseline `make bench` measures beside ours)."""
+def open_window_store(app: Any, settings: Settings, producer: AsyncProducer, partitions: int) -> WindowStore:
+    """The store of --store, its stop hooks registered on `app`. `--changelog-restore per-record`:
+    recovery and standby replicas through faust's per-record path (the baseline of `make bench`)."""
     table = None
     if settings.store_kind() is StoreKind.ROCKSDB:
         table = app.Table(
@@ -35,7 +33,7 @@ def open_window_store(
             value_type=bytes,
             options=settings.rocksdb_options(),  # bounded memory per partition database
         )
-        if not per_record_changelog:
+        if settings.changelog_restore == "batched":
             app.batch_handlers[table.changelog_topic.get_topic_name()] = changelog_applier(app, table)
     store = open_store(
         settings.store,
