@@ -715,7 +715,7 @@ class Settings:
             meta = f.metadata
             shown = "<secret>" if meta["secret"] else f.default
             if meta["parse"] is parse_duration_ms:
-                shown = format_duration_ms(int(f.default))
+                shown = format_duration_ms(int(f.default))  # type: ignore[arg-type]
             if f.default in ("", ()):
                 shown = "none"
             parser.add_argument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -23,6 +23,7 @@ from faust.types import TP
 from streams.kafka.client_config import kafka_client
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
+from streams.kafka.faust_compat import BatchingConsumer
 from streams.kafka.gate import open_gate
 from streams.kafka.messages import MessageDecoder
 from streams.kafka.metrics import Metrics, summary
@@ -112,7 +113,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     def acknowledge(done: dict[Any, int]) -> None:
         """Mark input as done through these offsets: faust commits the offsets after them."""
-        app.consumer.ack_through(done)
+        cast(BatchingConsumer, app.consumer).ack_through(done)
 
     detector = Detector(
         settings.stream_params(),
@@ -158,7 +159,7 @@ def subscribe(app: Any, topic: Any, name: str, handler: Any) -> None:
     """An agent of `topic` (its subscription) whose fetches go whole to `handler` (faust_compat)."""
     app.batch_handlers[topic.get_topic_name()] = handler
 
-    @app.agent(topic, name=name, concurrency=1)  # type: ignore[misc]
+    @app.agent(topic, name=name, concurrency=1)  # type: ignore[untyped-decorator]
     async def agent(stream: Any) -> None:
         async for _ in stream:  # pragma: no cover - the batching consumer takes these messages
             raise RuntimeError(f"{name} input reached faust's per-message path")
@@ -168,26 +169,26 @@ def schedule(app: Any, status: WorkerStatus, refresh_allowlist: Any) -> None:
     """The timers (idleness, allowlist, the metrics log line) and the rebalance callbacks."""
     detector, metrics, source = status.detector, status.metrics, status.source
 
-    @app.timer(1.0)  # type: ignore[misc]
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
         refresh_allowlist()  # a changed file or topic is in force from the next batch on
 
-    @app.timer(1.0)  # type: ignore[misc]
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         if status.settled():
             await app.consumer.ask_offsets(status.consumed)  # what no fetch has told: empty partitions
         await detector.tick(status.caught_up())
 
-    @app.timer(30.0)  # type: ignore[misc]
+    @app.timer(30.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         log.info("metrics %s", summary(detector.metrics, detector.gauges()))
 
-    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         metrics.counts["rebalances"] += 1
         await detector.drop(tp.partition for tp in revoked if tp.topic == source)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         status.assigned_once = True
         detector.assign(tp.partition for tp in assigned if tp.topic == source)

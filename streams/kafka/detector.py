@@ -286,7 +286,7 @@ class Detector:
         loaded: dict[bytes, bytes | WindowRecord | None] = {}
         missing = []
         for key in keys:
-            rec = pending.get(key)
+            rec: bytes | WindowRecord | None = pending.get(key)
             if rec is None:
                 rec = staged.get(key)
             if rec is None:

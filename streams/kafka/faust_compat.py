@@ -78,7 +78,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         record, or whose records retention deleted, has nothing to process: lag 0). The end offset is
         what fetches report; until one has, what `ask_offsets` asked the broker."""
         try:
-            end = self.highwater(tp)
+            end: int | None = self.highwater(tp)
         except Exception:  # not started, or the partition is not assigned any more
             return None
         if end is None or end < 0:
@@ -234,8 +234,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                         # handled now, these records could reach state that recovery is still
                         # rebuilding. They are read again (`_hand_back`).
                         for _, unhandled in pending:
-                            for tp, tp_records in unhandled.items():
-                                unhanded[tp] = (tp_records[0].offset, tp_records[-1].offset)
+                            for tp, left in unhandled.items():
+                                unhanded[tp] = (left[0].offset, left[-1].offset)
                         break
                     topic, batch = pending.pop(0)
                     await handlers[topic](batch)  # it acknowledges them (ack_through), now or later
@@ -350,7 +350,7 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
-        transport.Consumer = BatchingConsumer
+        transport.Consumer = BatchingConsumer  # type: ignore[misc]  # faust reads it from the instance
         return transport
 
 
@@ -413,7 +413,7 @@ def changelog_applier(app: Any, table: Any) -> BatchHandler:
     recovery._set_recovery_started = set_recovery_started
     app.state_topics.add(table.changelog_topic.get_topic_name())
     unlogged = WriteOptions()
-    unlogged.disable_wal = True  # as the store's own writes: the changelog is the log (state.rocksdb)
+    unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # as the store's own writes: the changelog is the log (state.rocksdb)
 
     async def apply(fetch: dict[TP, Sequence[Any]]) -> None:
         applied_standby = False

@@ -154,7 +154,7 @@ class AllowlistTopic:
                     else:
                         log.warning("allowlist topic %s: %s", self.topic, error.str())
                     continue
-                self._apply(msg.key(), msg.value(), msg.offset())
+                self._apply(msg.key(), msg.value(), msg.offset() or 0)  # a record has its offset
         except Exception:  # never kill the worker from this thread: logged, the last list stays
             log.exception("allowlist topic %s: follower stopped", self.topic)
         finally:

@@ -8,7 +8,7 @@ dashboards and alert rules may use is deploy/observability/METRICS.txt, checked 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, disable_created_metr
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-disable_created_metrics()  # no `_created` series beside every counter and histogram
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside every counter and histogram
 PREFIX = "iis_portscan_"
 COUNTER_HELP = {
     "messages": "input messages read (a message may hold an envelope of records)",
@@ -72,14 +72,14 @@ class Snapshot:
     last_checkpoint_timestamp_seconds: float = 0.0
 
 
-class Metrics(Collector):  # type: ignore[misc]
+class Metrics(Collector):
     """Counters (the hot path increments these dicts) and the Prometheus view of them."""
 
     def __init__(self, snapshot: Callable[[], Snapshot] = Snapshot) -> None:
         self.counts: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()  # time spent, by activity
+        self.seconds: defaultdict[str, float] = defaultdict(float)  # time spent, by activity
         self.allowlisted: Counter[str] = Counter()  # alerts not published, by allowlist entry id
         self.soc: Counter[str] = Counter()  # SOC_HELP
         self.snapshot = snapshot

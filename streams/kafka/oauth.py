@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any, NoReturn
 
 import orjson
-from aiokafka.abc import AbstractTokenProvider
+from aiokafka.abc import AbstractTokenProvider  # type: ignore[import-untyped]
 
 from streams.errors import AuthError, JobError
 
@@ -85,6 +85,7 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         if self._token is None or time.monotonic() > self._expires - REFRESH_MARGIN_S:
             self._token, lifetime = await asyncio.get_running_loop().run_in_executor(None, self.fetch)
             self._expires = time.monotonic() + lifetime
+        assert self._token is not None  # fetch() returns a token or raises
         return self._token
 
     def fetch(self) -> tuple[str, float]:

@@ -112,12 +112,14 @@ class AsyncProducer:
         self._done += 1  # reports are served by poll() on the loop's thread only
         if error is not None:
             if error.code() in PERMANENT:
-                self._refuse(Refused(msg.topic(), msg.key(), msg.value(), error))
+                self._refuse(Refused(msg.topic() or "", msg.key(), msg.value(), error))
             else:
                 self._errors.append(error)
             return
-        tp = (msg.topic(), msg.partition())
-        offset = msg.offset()
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:  # a delivered message has all three
+            return
+        tp = (topic, partition)
         if offset > self.acked.get(tp, -1):
             self.acked[tp] = offset
 

@@ -101,12 +101,12 @@ def serve_pages(app: faust.App, status: WorkerStatus, stall_timeout_s: float) ->
     for longer than `stall_timeout_s`), /readyz (WorkerStatus.settled)."""
     serve_only_our_pages(app)
 
-    @app.page("/metrics")  # type: ignore[misc]
+    @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
             return self.bytes(status.metrics.render(), content_type=PROMETHEUS_TEXT)
 
-    @app.page("/healthz")  # type: ignore[misc]
+    @app.page("/healthz")
     class HealthView(View):
         """Alive: the event loop answers, and the consumer has not stalled with input waiting."""
 
@@ -118,7 +118,7 @@ def serve_pages(app: faust.App, status: WorkerStatus, stall_timeout_s: float) ->
                 )
             return self.text("ok\n")
 
-    @app.page("/readyz")  # type: ignore[misc]
+    @app.page("/readyz")
     class ReadyView(View):
         """Ready: partitions assigned and state recovered; not during a rebalance or recovery."""
 

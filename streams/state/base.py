@@ -125,6 +125,8 @@ class WindowStore(Protocol):
 
     def abort(self) -> None:
         """The worker is stopping: stop waiting for a server that does not answer."""
+        return None
 
     async def ping(self) -> None:
         """One round trip to the store's server, if it has one (the worker's start-up check)."""
+        return None

@@ -57,7 +57,7 @@ class RocksTableStore(WindowStore):
         self.producer = producer
         self.changelog = table.changelog
         self._unlogged = WriteOptions()
-        self._unlogged.disable_wal = True
+        self._unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property (the stub: a method)
 
     def _db(self, partition: int) -> Any:
         return self.table.db(partition)
