@@ -1,7 +1,8 @@
 """All configuration in one typed place: defaults, CLI flags and PORTSCAN_* environment variables.
 
 Precedence: a CLI flag, else the environment variable `PORTSCAN_<NAME>`, else the default (the
-published rule's parameters). This is the only module that reads the environment.
+published rule's parameters). This is the only module that reads PORTSCAN_* variables (a Kafka
+property's `${env:NAME}` reference is resolved by streams.kafka.client_config).
 """
 
 from __future__ import annotations

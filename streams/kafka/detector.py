@@ -11,8 +11,8 @@ checkpoint's input, which the engine counts once (see core.engine and core.check
 Checkpoints are staggered: after a batch, the partitions due (the longest-waiting first) are
 checkpointed in up to CHECKPOINT_SLOTS groups per interval, not all at once. A checkpoint's serialization
 and writes stop the processing of input while they run; a group's share of them is a fraction of the
-worker's, so an event that arrives during a checkpoint waits that much less for its alert (early-alert
-p99 470 -> 175-199 ms at 15,000 events/s in one run of each). The slots bound how often a worker waits
+worker's, so an event that arrives during a checkpoint waits that much less for its alert (`make bench`
+measures the early-alert latency). The slots bound how often a worker waits
 for the broker's acknowledgements, whatever its partition count. Idle housekeeping checkpoints every
 partition due.
 

@@ -1,21 +1,20 @@
 """Whole fetches to the router and the detector: faust's consumer, minus its per-message dispatch.
 
 faust hands every fetched message to its streams one at a time, through two tasks and an
-`asyncio.wait` per message (`Consumer._drain_messages`): on a 2-core machine that caps any agent
-at ~14,000 messages/s, whatever the agent does. This consumer keeps all of faust's machinery
-(group membership, assignment, table recovery, flow control, offset commits from acks) and changes
-two things:
+`asyncio.wait` per message (`Consumer._drain_messages`): that caps any agent's throughput, whatever
+the agent does (`make bench` measures faust's own path beside ours: benchmarks/naive_faust.py).
+This consumer keeps all of faust's machinery (group membership, assignment, table recovery, flow
+control, offset commits from acks) and changes two things:
 
 - records of topics that have a batch handler go to the handler as one fetch: aiokafka's records per
-  topic partition, in offset order, without faust's `Message` objects (with an empty handler that
-  took the worker from 118,000 to 426,000 records/s). The handler acknowledges them by offset
+  topic partition, in offset order, without faust's `Message` objects. The handler acknowledges them by offset
   (`ack_through`) when their effect is durable, which may be a later checkpoint; faust commits the
   offset after it (`_new_offset`). The RocksDB table's changelog, during recovery and on standby
   replicas, goes the same way to `changelog_applier`; records of every other topic go faust's usual
   per-message way;
-- the fetch wait: faust fixes aiokafka's `fetch_max_wait_ms` at 1500 ms. We measured a worker fed
-  8,000 events/s idle for ~1 s at a time between fetches with data waiting on the broker (early-alert
-  p50 1.2 s); the app's `fetch_wait_ms` (default 100 ms) bounds that wait.
+- the fetch wait: faust fixes aiokafka's `fetch_max_wait_ms` at 1500 ms, and a worker fed a steady
+  stream was seen idle for about a second at a time between fetches with data waiting on the broker;
+  the app's `fetch_wait_ms` (--batch-wait, default 100 ms) bounds that wait.
 """
 
 from __future__ import annotations
@@ -390,8 +389,8 @@ def changelog_applier(app: Any, table: Any) -> BatchHandler:
 
     faust hands each changelog record to its recovery service through a `Message`, an `Event`, two
     tasks, a queue and an `asyncio.wait_for` (`Recovery._slurp_changelogs`), then writes the records in
-    buffers of 1,000: about 8,000 records/s on this 2-core machine, so a standby replica cost its
-    worker about as much as the worker's own input, and a new host waited minutes for its state. Here
+    buffers of 1,000, so a standby replica cost its worker about as much as its own input, and a new
+    host waited minutes for its state (`make bench` measures both paths: --changelog-restore). Here
     a fetch of a changelog partition becomes one RocksDB WriteBatch holding its records and the offset
     applied (what faust's `apply_changelog_batch` and `set_persisted_offset` write), and the recovery
     service's offsets move as its own loop would move them, so that its progress, its end of recovery

@@ -153,8 +153,8 @@ class AsyncProducer:
 
     def send_items(self, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]) -> None:
         """`send` of each (key, value) to one partition, in order: the changelog's path, one record per
-        changed window per checkpoint, with the per-record work bound once (measured ~0.4 us a record
-        less than `send`). A full local queue or a refusal takes `send` for that record."""
+        changed window per checkpoint, with the per-record work bound once rather than per call of
+        `send`. A full local queue or a refusal takes `send` for that record."""
         produce, report = self._producer.produce, self._on_delivery
         sent = 0
         for key, value in items:

@@ -88,9 +88,8 @@ async def reach_redis(settings: Settings) -> None:
 def tune_gc() -> None:
     """Collect cycles less often: the worker allocates a few objects per event (records, events,
     window records) and almost none of them form cycles, yet with CPython's default thresholds (700
-    allocations) the collector ran thousands of times a second and took ~30% of the core's time
-    (measured on the engine: 14.2 -> 10.6 us/event). What was built at startup (modules, faust) is
-    frozen out of the collector's scans."""
+    allocations) the collector ran thousands of times a second and took a large share of the core's
+    time. What was built at startup (modules, faust) is frozen out of the collector's scans."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

@@ -9,7 +9,7 @@ WriteBatch and records the changelog offset it holds (what faust's table does pe
 restart on the same disk recovers only what came after. Changelog first: a crash in between leaves
 the changelog ahead of the disk, which recovery repairs, never behind it.
 
-Our batches skip RocksDB's write-ahead log (it cost ~60% of a write): the changelog is the log. The
+Our batches skip RocksDB's write-ahead log (most of a write's cost): the changelog is the log. The
 changelog offset goes into the same batch as the records (faust's `set_persisted_offset` would write it
 apart, through the WAL, and could then survive a crash that the records did not), so whatever a crash
 leaves on disk - the last flushed memtable - is a consistent state with the offset it holds, and faust's
