@@ -2,7 +2,7 @@
 
 faust hands every fetched message to its streams one at a time, through two tasks and an
 `asyncio.wait` per message (`Consumer._drain_messages`): that caps any agent's throughput, whatever
-the agent does (`make bench` measures faust's own path beside ours: benchmarks/naive_faust.py).
+the agent does (`make bench` measures faust's per-event idiom beside ours: benchmarks/naive_faust.py).
 This consumer keeps all of faust's machinery (group membership, assignment, table recovery, flow
 control, offset commits from acks) and changes two things:
 

@@ -3,6 +3,7 @@ pages that serve it (/healthz, /readyz, /metrics), nothing else of faust's web s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -18,28 +19,20 @@ from streams.state.base import WindowStore
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
 
 
+@dataclass
 class WorkerStatus:
     """The worker's state as /readyz, /healthz, /metrics and the idle timer see it.
 
     `source`: the detector's topic; `consumed`: every topic the worker reads (the input too, when a
     router re-keys it into `source`)."""
 
-    def __init__(
-        self,
-        app: Any,
-        detector: Detector,
-        store: WindowStore,
-        metrics: Metrics,
-        source: str,
-        consumed: list[str],
-    ) -> None:
-        self.app = app
-        self.detector = detector
-        self.store = store
-        self.metrics = metrics
-        self.source = source
-        self.consumed = consumed
-        self.assigned_once = False  # set by the first assignment
+    app: Any
+    detector: Detector
+    store: WindowStore
+    metrics: Metrics
+    source: str
+    consumed: list[str]
+    assigned_once: bool = False  # set by the first assignment
 
     def settled(self) -> bool:
         """Assigned, not rebalancing, state recovered: what /readyz reports."""

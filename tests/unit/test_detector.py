@@ -16,16 +16,13 @@ import orjson
 import pytest
 from faust.types import TP
 
-from streams.core.engine import StreamParams
 from streams.core.rule import RuleParams
 from streams.kafka.detector import Detector
 from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
-from streams.kafka.publisher import Publisher
 from streams.state.memory import MemoryStore
-from tests.harness import Msg, RecordingProducer
+from tests.harness import T0, Msg, later
+from tests.harness import make_detector as make
 
-T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
-NOW = T0 + 3_600_000
 TOPIC = "in"
 
 
@@ -39,44 +36,6 @@ def event(t: int, port: int, cip: str = "198.51.100.7") -> bytes:
             "sPort": port,
         }
     )
-
-
-class Monotonic:
-    """A monotonic clock that moves only when a test says (seconds)."""
-
-    def __init__(self, start: float = 10_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def make(
-    trust_headers: bool,
-    too_large: int = 10**9,
-    rule: RuleParams | None = None,
-    store: MemoryStore | None = None,
-    checkpoint_ms: int = 1,
-    max_open_windows: int = 0,
-) -> tuple[Detector, RecordingProducer, list[dict[Any, int]]]:
-    producer = RecordingProducer(too_large)
-    acks: list[dict[Any, int]] = []
-    params = StreamParams(rule=rule or RuleParams(), max_skew_ms=10**12)
-    processor = Detector(
-        params,
-        store or MemoryStore(),
-        Publisher(producer, "alerts", "dlq"),  # type: ignore[arg-type]
-        acks.append,
-        checkpoint_ms=checkpoint_ms,
-        clock=lambda: NOW,
-        monotonic=Monotonic(),
-        trust_headers=trust_headers,
-        max_open_windows=max_open_windows,
-    )
-    return processor, producer, acks
 
 
 def run(coro: Any) -> Any:
@@ -229,13 +188,6 @@ def test_a_failed_checkpoint_acknowledges_nothing_afterwards() -> None:
 
     run(go())
     assert acks == [{tp: 0}]
-
-
-def later(processor: Detector, seconds: float) -> None:
-    """Time passes on the detector's monotonic clock (make() gives it a Monotonic)."""
-    clock = processor.monotonic
-    assert isinstance(clock, Monotonic)
-    clock.advance(seconds)
 
 
 def overdue(processor: Detector) -> None:

@@ -1,9 +1,9 @@
 """The streaming engine: watermarks, early/final/late alerts, retention, and exactness across crashes.
 
-`Sim` is a minimal adapter around the pure engine: a dict store, alert delivery before state writes,
-and crash/restart by rebuilding the engine from the store and replaying from an older offset. With
-`max_open` it bounds the open windows as the detector does: spilling the coldest after each batch,
-restoring at most that many, and closing a bin's spilled windows from the store.
+`Sim` (tests.harness.EngineSim) is a minimal adapter around the pure engine: a dict store, alert
+delivery before state writes, and crash/restart by rebuilding the engine from the store and replaying
+from an older offset. With `max_open` it bounds the open windows as the detector does: spilling the
+coldest after each batch, restoring at most that many, and closing a bin's spilled windows from the store.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from streams.core.records import IISEvent, Reason
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
 from streams.core.windows import META_KEY, decode_key, key_start_ms
+from tests.harness import EngineSim
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 BIN = 600_000
@@ -48,68 +49,11 @@ def ev(t: int, port: int, cip: str = "198.51.100.7", **kw: Any) -> IISEvent:
     return IISEvent(t, cip, "WEB01", "10.0.0.11", port, **kw)
 
 
-class Sim:
+class Sim(EngineSim):
+    """The harness's EngineSim with this module's parameters and wall clock."""
+
     def __init__(self, params: StreamParams = PARAMS, max_open: int | None = None) -> None:
-        self.params = params
-        self.max_open = max_open
-        self.store: dict[bytes, bytes] = {}
-        self.published: list[dict[str, Any]] = []
-        self.rejected: list[tuple[int, Reason]] = []
-        self.loads: list[bytes] = []  # every key a plan asked for
-        self.engine = self._engine()
-
-    def _engine(self) -> PartitionEngine:
-        engine = PartitionEngine(self.params, Meta.from_bytes(self.store.get(META_KEY)), NOW)
-        engine.restore(sorted(self.store.items()), self.max_open)
-        return engine
-
-    def feed(self, batch: list[tuple[int, IISEvent]], now: int = NOW, write: bool = True) -> None:
-        plan = self.engine.plan(batch)
-        self.loads.extend(plan.load)
-        out = self.engine.step(plan, {k: self.store.get(k) for k in plan.load}, now)
-        self._close_spilled(out)
-        self.published.extend(out.alerts)
-        self.rejected.extend((batch[i][0], e.reason) for i, e in out.rejected)
-        if write:
-            self._write(encode_writes(out.writes), out.expire_before_ms)
-            self._spill()
-
-    def tick(self, now: int) -> None:
-        out = self.engine.tick(now)
-        self._close_spilled(out)
-        self.published.extend(out.alerts)
-        self._write(encode_writes(out.writes), out.expire_before_ms)
-
-    def _close_spilled(self, out: Any) -> None:
-        """What the detector does (without pending writes: every spill is written at once here)."""
-        for start, closed in out.closing.items():
-            records = [
-                (k, v) for k, v in sorted(self.store.items()) if k != META_KEY and key_start_ms(k) == start
-            ]
-            self.engine.close_spilled(out, [(k, v) for k, v in records if k not in closed])
-        out.closing = {}
-
-    def _spill(self) -> None:
-        excess = self.engine.open_count() - (self.max_open if self.max_open is not None else 10**9)
-        if excess > 0:
-            self._write(encode_writes(self.engine.spill(excess).writes), None)
-
-    def _write(self, writes: dict[bytes, bytes], expire_before: int | None) -> None:
-        self.store.update(writes)
-        if expire_before is not None:
-            for k in [k for k in self.store if k != META_KEY and key_start_ms(k) < expire_before]:
-                del self.store[k]
-
-    def crash(self) -> None:
-        self.engine = self._engine()
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for a in self.published:
-            cur = out.get(a["AlertId"])
-            if cur is None or a["Revision"] >= cur["Revision"]:
-                out[a["AlertId"]] = a
-        return out
+        super().__init__(params, max_open, now=NOW)
 
 
 def view(alerts: Any) -> list[tuple[Any, ...]]:

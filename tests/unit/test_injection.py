@@ -21,8 +21,7 @@ from streams.cli import main
 from streams.core.escape import dumps, escape_json, printable
 from streams.kafka.messages import DeadLetter
 from streams.kafka.publisher import Publisher
-
-from .test_detector import RecordingProducer
+from tests.harness import RecordingProducer
 
 FORGED = "\n[2026-01-01 00:00:00,000] INFO iis-portscan: all clear\x1b]0;owned\x07\x1b[2J"
 # Every character class the issue names: C0, DEL, C1 (U+009B is CSI), line and paragraph separators,

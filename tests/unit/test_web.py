@@ -8,13 +8,9 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.core.engine import StreamParams
-from streams.kafka.detector import Detector
-from streams.kafka.metrics import Metrics
-from streams.kafka.publisher import Publisher
 from streams.kafka.web import WorkerStatus
 from streams.state.redis import RedisStore
-from tests.harness import RecordingProducer
+from tests.harness import make_detector
 
 SOURCE, INPUT = "app-w3ciislog-by-key", "w3ciislog"
 
@@ -36,9 +32,9 @@ def status(lags: dict[TP, int | None], recovering: bool = False, store: Any = No
     app = SimpleNamespace(
         rebalancing=False, tables=SimpleNamespace(recovery=recovery), consumer=Consumer(lags)
     )
-    metrics = Metrics()
-    detector = Detector(StreamParams(), store, Publisher(RecordingProducer(), "a", "d", metrics), print)  # type: ignore[arg-type]
-    return WorkerStatus(app, detector, store, metrics, SOURCE, [SOURCE, INPUT])
+    detector, _, _ = make_detector(trust_headers=True, store=store)
+    store = detector.store
+    return WorkerStatus(app, detector, store, detector.metrics, SOURCE, [SOURCE, INPUT])
 
 
 def test_not_ready_before_the_first_assignment_nor_while_recovering() -> None:
