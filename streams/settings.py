@@ -26,7 +26,7 @@ from streams.core.rule import (
     RuleConfigError,
     RuleParams,
 )
-from streams.core.shippers import MessageReader, w3c_fields_problem
+from streams.core.shippers import FORMATS, w3c_fields_problem
 from streams.errors import JobError
 from streams.state.base import StoreKind
 
@@ -34,6 +34,22 @@ ENV_PREFIX = "PORTSCAN_"
 REDACTED = "<redacted>"  # what logs, errors and repr show in place of a secret
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+INPUT_FORMATS = ("auto", *FORMATS)
+# The --help sections, in order: every setting names one (`_opt(section=...)`); a command takes whole
+# sections or single settings (streams.cli COMMANDS).
+SECTIONS = {
+    "rule": "rule parameters (defaults: the published rule)",
+    "output": "alert records",
+    "input": "reading input (the worker's messages; replay's and produce's files)",
+    "files": "files (replay, produce): input bounds",
+    "kafka": "Kafka clients",
+    "topics": "the job's topics and consumer group",
+    "state": "window state",
+    "time": "event time",
+    "worker": "throughput and operations",
+    "soc": "SOC tuning: allowlists, notifications with suppression, entities",
+    "logging": "logging",
+}
 # The app id names the consumer group, internal topics and Redis keys (a SCAN pattern prefix): no glob
 # characters, separators or spaces.
 _APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -75,8 +91,26 @@ def _opt(
     metavar: str | None = None,
     secret: bool = False,
     repeat: bool = False,
+    *,
+    section: str = "",
+    choices: tuple[str, ...] = (),
+    bare: bool = False,
 ) -> dict[str, Any]:
-    return {"help": help_, "parse": parse, "metavar": metavar, "secret": secret, "repeat": repeat}
+    """A setting's declaration: its help, how its text is parsed, its --help section (SECTIONS), the
+    values it allows (checked for the flag and the variable alike; the metavar lists them), `bare`: a
+    boolean flag that takes no value (the variable takes true/false)."""
+    if choices and metavar is None:
+        metavar = "|".join(choices)
+    return {
+        "help": help_,
+        "parse": parse,
+        "metavar": metavar,
+        "secret": secret,
+        "repeat": repeat,
+        "section": section,
+        "choices": choices,
+        "bare": bare,
+    }
 
 
 def pair_problem(text: str) -> str | None:
@@ -118,17 +152,19 @@ def redact_url(url: str) -> str:
 class Settings:
     """Every setting of every command; each is flag `--name-with-dashes` and env `PORTSCAN_NAME`."""
 
-    # Rule parameters (defaults: the published rule).
     threshold: int = field(
         default=DEFAULT_THRESHOLD,
-        metadata=_opt("alert when a window uses at least this many ports", int, "N"),
+        metadata=_opt("alert when a window uses at least this many ports", int, "N", section="rule"),
     )
     bin: int = field(
-        default=DEFAULT_BIN_MS, metadata=_opt("window (bin) size, e.g. 10m", parse_duration_ms, "DURATION")
+        default=DEFAULT_BIN_MS,
+        metadata=_opt("window (bin) size, e.g. 10m", parse_duration_ms, "DURATION", section="rule"),
     )
     max_set_size: int = field(
         default=DEFAULT_MAX_SET_SIZE,
-        metadata=_opt("cap of every collected set, like the legacy makeset (0 = unlimited)", int, "N"),
+        metadata=_opt(
+            "cap of every collected set, like the legacy makeset (0 = unlimited)", int, "N", section="rule"
+        ),
     )
     max_value_bytes: int = field(
         default=DEFAULT_MAX_VALUE_BYTES,
@@ -137,6 +173,7 @@ class Settings:
             "is cut and ends with '…[truncated]'; the alert names such sets in TruncatedSets",
             int,
             "BYTES",
+            section="rule",
         ),
     )
     max_record_bytes: int = field(
@@ -146,6 +183,7 @@ class Settings:
             "below the broker's and topics' max.message.bytes, 1 MB by default)",
             int,
             "BYTES",
+            section="rule",
         ),
     )
     max_alert_bytes: int = field(
@@ -156,6 +194,7 @@ class Settings:
             "fuller alerts (at most --max-record-bytes)",
             int,
             "BYTES",
+            section="rule",
         ),
     )
     max_set_bytes: int = field(
@@ -165,6 +204,7 @@ class Settings:
             "TrimmedSets)",
             int,
             "BYTES",
+            section="rule",
         ),
     )
     alert_nul: str = field(
@@ -173,23 +213,27 @@ class Settings:
             "a NUL in an alert's strings (a query's %00): text writes the six characters \\u0000 "
             "(PostgreSQL jsonb and others refuse JSON's \\u0000 escape); keep publishes the exact value",
             str,
-            "text|keep",
+            section="output",
+            choices=("text", "keep"),
         ),
     )
     url_plus: str = field(
         default="space",
         metadata=_opt(
-            "url_decode reads '+' as a space (.NET, the default) or keeps it literal", str, "space|literal"
+            "url_decode reads '+' as a space (.NET, the default) or keeps it literal",
+            str,
+            section="rule",
+            choices=("space", "literal"),
         ),
     )
-    # Input and output formats.
     input_format: str = field(
         default="auto",
         metadata=_opt(
             "how to read input messages: auto (recognise each message by its content), w3ciislog, "
             "raw (a W3C line, bare or in a shipper's envelope), ecs, nxlog",
             str,
-            "auto|w3ciislog|raw|ecs|nxlog",
+            section="input",
+            choices=INPUT_FORMATS,
         ),
     )
     w3c_fields: str = field(
@@ -199,15 +243,28 @@ class Settings:
             "default: IIS's default W3C fields)",
             str,
             "IDS",
+            section="input",
         ),
     )
     computer: str = field(
         default="",
         metadata=_opt(
-            "Computer of W3C lines that name no host (no s-computername, no host in their envelope); "
-            "unset: such lines are dead-lettered",
+            "Computer of W3C lines that name no host (no s-computername, no host in their envelope), and "
+            "of every line of a W3C .log file read by replay or produce; unset: the worker dead-letters "
+            "such lines, replay and produce use this host's name",
             str,
             "NAME",
+            section="input",
+        ),
+    )
+    w3c_dash_as_empty: bool = field(
+        default=False,
+        metadata=_opt(
+            "read a W3C '-' (and NXLog's null, a field an ECS document lacks) as an empty value; default: "
+            "keep the literal '-', as Azure Monitor ingests it",
+            parse_bool,
+            section="input",
+            bare=True,
         ),
     )
     alert_format: str = field(
@@ -215,7 +272,8 @@ class Settings:
         metadata=_opt(
             "alert records: sentinel (the rule's columns and our metadata) or ocsf (OCSF Detection Finding)",
             str,
-            "sentinel|ocsf",
+            section="output",
+            choices=("sentinel", "ocsf"),
         ),
     )
     max_line_bytes: int = field(
@@ -224,6 +282,7 @@ class Settings:
             "files (replay, produce): a longer line is skipped and reported (too-large), reading goes on",
             int,
             "BYTES",
+            section="files",
         ),
     )
     max_document_bytes: int = field(
@@ -233,11 +292,12 @@ class Settings:
             "closed on its line) stops being read past this size, reported (too-large)",
             int,
             "BYTES",
+            section="files",
         ),
     )
-    # Kafka and the worker.
     brokers: str = field(
-        default="127.0.0.1:9092", metadata=_opt("Kafka bootstrap servers", str, "HOST:PORT,...")
+        default="127.0.0.1:9092",
+        metadata=_opt("Kafka bootstrap servers", str, "HOST:PORT,...", section="kafka"),
     )
     kafka_config_file: str = field(
         default="",
@@ -246,6 +306,7 @@ class Settings:
             "Kafka client of the job; values may be ${env:NAME} or ${file:/path}",
             str,
             "PATH",
+            section="kafka",
         ),
     )
     kafka_config: tuple[str, ...] = field(
@@ -255,19 +316,23 @@ class Settings:
             parse_pairs,
             "KEY=VALUE",
             repeat=True,
+            section="kafka",
         ),
     )
     app_id: str = field(
-        default="iis-portscan", metadata=_opt("consumer group and prefix of internal topics", str, "ID")
+        default="iis-portscan",
+        metadata=_opt("consumer group and prefix of internal topics", str, "ID", section="topics"),
     )
     input_topic: str = field(
-        default="w3ciislog", metadata=_opt("topic of W3CIISLog JSON events", str, "TOPIC")
+        default="w3ciislog", metadata=_opt("topic of W3CIISLog JSON events", str, "TOPIC", section="topics")
     )
     alert_topic: str = field(
-        default="iis-portscan-alerts", metadata=_opt("topic the alerts are published to", str, "TOPIC")
+        default="iis-portscan-alerts",
+        metadata=_opt("topic the alerts are published to", str, "TOPIC", section="topics"),
     )
     dlq_topic: str = field(
-        default="w3ciislog-dlq", metadata=_opt("dead-letter topic for bad input", str, "TOPIC")
+        default="w3ciislog-dlq",
+        metadata=_opt("dead-letter topic for bad input", str, "TOPIC", section="topics"),
     )
     input_keyed: bool = field(
         default=False,
@@ -276,6 +341,7 @@ class Settings:
             "(e.g. key = cIP, or what `iis-portscan produce` sends): skip the repartition hop",
             parse_bool,
             "BOOL",
+            section="topics",
         ),
     )
     create_topics: bool = field(
@@ -285,13 +351,18 @@ class Settings:
             "worker names what is missing or wrong)",
             parse_bool,
             "BOOL",
+            section="topics",
         ),
     )
     partitions: int = field(
-        default=4, metadata=_opt("partitions of topics we create (repartition topic included)", int, "N")
+        default=4,
+        metadata=_opt(
+            "partitions of topics we create (repartition topic included)", int, "N", section="topics"
+        ),
     )
-    replication: int = field(default=1, metadata=_opt("replication factor of topics we create", int, "N"))
-    # State.
+    replication: int = field(
+        default=1, metadata=_opt("replication factor of topics we create", int, "N", section="topics")
+    )
     store: str = field(
         default="rocksdb://",
         metadata=_opt(
@@ -299,10 +370,12 @@ class Settings:
             "memory:// (tests)",
             str,
             "URL",
+            section="state",
         ),
     )
     redis_username: str = field(
-        default="", metadata=_opt("Redis ACL user (else the URL's, else 'default')", str, "USER")
+        default="",
+        metadata=_opt("Redis ACL user (else the URL's, else 'default')", str, "USER", section="state"),
     )
     redis_password: str = field(
         default="",
@@ -311,21 +384,32 @@ class Settings:
             str,
             "PASSWORD",
             secret=True,
+            section="state",
         ),
     )
     redis_password_file: str = field(
-        default="", metadata=_opt("file holding the Redis password (a mounted secret)", str, "PATH")
+        default="",
+        metadata=_opt("file holding the Redis password (a mounted secret)", str, "PATH", section="state"),
     )
-    redis_ca: str = field(default="", metadata=_opt("rediss://: CA certificate file (PEM)", str, "PATH"))
+    redis_ca: str = field(
+        default="", metadata=_opt("rediss://: CA certificate file (PEM)", str, "PATH", section="state")
+    )
     redis_cert: str = field(
-        default="", metadata=_opt("rediss://: client certificate file (PEM), with --redis-key", str, "PATH")
+        default="",
+        metadata=_opt(
+            "rediss://: client certificate file (PEM), with --redis-key", str, "PATH", section="state"
+        ),
     )
-    redis_key: str = field(default="", metadata=_opt("rediss://: client key file (PEM)", str, "PATH"))
+    redis_key: str = field(
+        default="", metadata=_opt("rediss://: client key file (PEM)", str, "PATH", section="state")
+    )
     data_dir: str = field(
-        default="iis-portscan-data", metadata=_opt("local state folder (RocksDB files)", str, "PATH")
+        default="iis-portscan-data",
+        metadata=_opt("local state folder (RocksDB files)", str, "PATH", section="state"),
     )
     standby_replicas: int = field(
-        default=1, metadata=_opt("faust standby replicas of the window state (RocksDB)", int, "N")
+        default=1,
+        metadata=_opt("faust standby replicas of the window state (RocksDB)", int, "N", section="state"),
     )
     rocksdb_memory: int = field(
         default=64,
@@ -334,6 +418,7 @@ class Settings:
             "half two write buffers (faust's defaults allow 2.2 GiB per database)",
             int,
             "MIB",
+            section="state",
         ),
     )
     changelog_restore: str = field(
@@ -342,7 +427,8 @@ class Settings:
             "how recovery and standby replicas apply the RocksDB changelog: batched (a fetch at a time) "
             "or per-record (faust's own path; the baseline `make bench` measures beside ours)",
             str,
-            "batched|per-record",
+            section="state",
+            choices=("batched", "per-record"),
         ),
     )
     max_open_windows: int = field(
@@ -353,15 +439,16 @@ class Settings:
             "the answer stays exact; ~400-600 bytes each at the default (README, Memory model)",
             int,
             "N",
+            section="state",
         ),
     )
-    # Event time.
     grace: int = field(
         default=120_000,
         metadata=_opt(
             "event-time delay before a window closes (watermark = max time - grace)",
             parse_duration_ms,
             "DURATION",
+            section="time",
         ),
     )
     idle_timeout: int = field(
@@ -370,12 +457,16 @@ class Settings:
             "after this long without input a partition's watermark follows the wall clock (0 = never)",
             parse_duration_ms,
             "DURATION",
+            section="time",
         ),
     )
     retention: int = field(
         default=86_400_000,
         metadata=_opt(
-            "closed windows are kept this long in event time for late events", parse_duration_ms, "DURATION"
+            "closed windows are kept this long in event time for late events",
+            parse_duration_ms,
+            "DURATION",
+            section="time",
         ),
     )
     max_skew: int = field(
@@ -384,12 +475,16 @@ class Settings:
             "events further than this ahead of the wall clock are dead-lettered",
             parse_duration_ms,
             "DURATION",
+            section="time",
         ),
     )
     emit: str = field(
         default="early,final",
         metadata=_opt(
-            "alert phases: early (threshold reached), final (window closed); late always", str, "early,final"
+            "alert phases: early (threshold reached), final (window closed); late always",
+            str,
+            "early,final",
+            section="time",
         ),
     )
     session_timeout: int = field(
@@ -398,16 +493,19 @@ class Settings:
             "consumer-group session timeout: how soon a dead worker's partitions move (6s..5m)",
             parse_duration_ms,
             "DURATION",
+            section="worker",
         ),
     )
-    # Throughput and operations.
-    batch_size: int = field(default=5000, metadata=_opt("max events per processing batch", int, "N"))
+    batch_size: int = field(
+        default=5000, metadata=_opt("max events per processing batch", int, "N", section="worker")
+    )
     batch_wait: int = field(
         default=100,
         metadata=_opt(
             "max time a fetch waits on the broker for new input (bounds alert latency when input is slow)",
             parse_duration_ms,
             "DURATION",
+            section="worker",
         ),
     )
     checkpoint_interval: int = field(
@@ -417,6 +515,7 @@ class Settings:
             "more input replayed after a crash (alerts are sent at once either way)",
             parse_duration_ms,
             "DURATION",
+            section="worker",
         ),
     )
     connect_timeout: int = field(
@@ -425,6 +524,7 @@ class Settings:
             "at start, how long to wait for Kafka (and Redis) before giving up with an error",
             parse_duration_ms,
             "DURATION",
+            section="kafka",
         ),
     )
     redis_ttl: int = field(
@@ -435,6 +535,7 @@ class Settings:
             "loses open windows)",
             parse_duration_ms,
             "DURATION",
+            section="state",
         ),
     )
     web_port: int = field(
@@ -443,6 +544,7 @@ class Settings:
             "serve /healthz, /readyz and /metrics (Prometheus text) on this port; 0 = no web server",
             int,
             "PORT",
+            section="worker",
         ),
     )
     web_host: str = field(
@@ -452,6 +554,7 @@ class Settings:
             "needs; 127.0.0.1 keeps it local",
             str,
             "ADDRESS",
+            section="worker",
         ),
     )
     stall_timeout: int = field(
@@ -460,6 +563,7 @@ class Settings:
             "/healthz fails after this long without fetch progress while input is waiting",
             parse_duration_ms,
             "DURATION",
+            section="worker",
         ),
     )
     drain_timeout: int = field(
@@ -469,6 +573,7 @@ class Settings:
             "after this long (what is not checkpointed by then is read again by the next worker)",
             parse_duration_ms,
             "DURATION",
+            section="worker",
         ),
     )
     group_instance_id: str = field(
@@ -478,9 +583,9 @@ class Settings:
             "partition; unique per worker",
             str,
             "ID",
+            section="worker",
         ),
     )
-    # SOC tuning (issue 24): allowlists, notifications with suppression, entities. One block.
     allowlist: str = field(
         default="",
         metadata=_opt(
@@ -489,6 +594,7 @@ class Settings:
             "not alerted; the worker reloads it when it changes",
             str,
             "PATH",
+            section="soc",
         ),
     )
     allowlist_topic: str = field(
@@ -498,6 +604,7 @@ class Settings:
             "removes it), followed by every worker beside --allowlist",
             str,
             "TOPIC",
+            section="soc",
         ),
     )
     notify_topic: str = field(
@@ -507,11 +614,17 @@ class Settings:
             "(same key) when the period closes; empty = none",
             str,
             "TOPIC",
+            section="soc",
         ),
     )
     notify_by: str = field(
         default="cIP",
-        metadata=_opt("the entity a notification is about: group-key columns", str, "cIP[,Computer][,sIP]"),
+        metadata=_opt(
+            "the entity a notification is about: group-key columns",
+            str,
+            "cIP[,Computer][,sIP]",
+            section="soc",
+        ),
     )
     suppress_for: int = field(
         default=3_600_000,
@@ -519,6 +632,7 @@ class Settings:
             "suppression period of notifications, in event time, epoch-aligned (a multiple of --bin)",
             parse_duration_ms,
             "DURATION",
+            section="soc",
         ),
     )
     notify_cap: int = field(
@@ -528,6 +642,7 @@ class Settings:
             "counts the entities not paged (0 = no cap)",
             int,
             "N",
+            section="soc",
         ),
     )
     alert_entities: bool = field(
@@ -537,14 +652,28 @@ class Settings:
             "columns)",
             parse_bool,
             "BOOL",
+            section="soc",
         ),
     )
-    log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL"))
+    log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL", section="logging"))
     log_format: str = field(
-        default="text", metadata=_opt("text, or json: one object per line for log shippers", str, "text|json")
+        default="text",
+        metadata=_opt(
+            "text, or json: one object per line for log shippers",
+            str,
+            section="logging",
+            choices=("text", "json"),
+        ),
     )
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # declared choices (`_opt(choices=...)`)
+            allowed, value = f.metadata["choices"], getattr(self, f.name)
+            if allowed and value not in allowed:
+                listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+                raise ConfigError(
+                    f"{self.flag(f.name)} / {self.env_name(f.name)} takes {listed}, got {value!r}"
+                )
         if not set(self.emit_phases()) <= {"early", "final"}:
             raise ConfigError(f"--emit / PORTSCAN_EMIT takes early and/or final, got {self.emit!r}")
         try:
@@ -572,33 +701,9 @@ class Settings:
                 f"--app-id / PORTSCAN_APP_ID may hold only letters, digits, '.', '_' and '-' (1-200 of "
                 f"them), got {self.app_id!r}"
             )
-        if self.input_format not in ("auto", "w3ciislog", "raw", "ecs", "nxlog"):
-            raise ConfigError(
-                "--input-format / PORTSCAN_INPUT_FORMAT takes auto, w3ciislog, raw, ecs or nxlog, "
-                f"got {self.input_format!r}"
-            )
         problem = w3c_fields_problem(self.w3c_fields or None)
         if problem is not None:
             raise ConfigError(f"--w3c-fields / PORTSCAN_W3C_FIELDS: {problem}")
-        if self.alert_format not in ("sentinel", "ocsf"):
-            raise ConfigError(
-                f"--alert-format / PORTSCAN_ALERT_FORMAT takes sentinel or ocsf, got {self.alert_format!r}"
-            )
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(
-                f"--log-format / PORTSCAN_LOG_FORMAT must be text or json, got {self.log_format!r}"
-            )
-        if self.alert_nul not in ("text", "keep"):
-            raise ConfigError(f"--alert-nul / PORTSCAN_ALERT_NUL takes text or keep, got {self.alert_nul!r}")
-        if self.changelog_restore not in ("batched", "per-record"):
-            raise ConfigError(
-                "--changelog-restore / PORTSCAN_CHANGELOG_RESTORE takes batched or per-record, got "
-                f"{self.changelog_restore!r}"
-            )
-        if self.url_plus not in ("space", "literal"):
-            raise ConfigError(
-                f"--url-plus / PORTSCAN_URL_PLUS must be 'space' or 'literal', got {self.url_plus!r}"
-            )
         try:
             self.rule_params()
         except RuleConfigError as exc:
@@ -708,25 +813,45 @@ class Settings:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
+    def select(cls, entries: Sequence[str]) -> tuple[str, ...]:
+        """The settings named by `entries`: section names (every setting of the section) and setting
+        names, in declaration order."""
+        unknown = [e for e in entries if e not in SECTIONS and e not in cls.names()]
+        if unknown:
+            raise ValueError(f"neither a section nor a setting: {', '.join(unknown)}")
+        return tuple(f.name for f in fields(cls) if f.name in entries or f.metadata["section"] in entries)
+
+    @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-        """Declare the flags of the named settings on a (sub)command parser; defaults stay None."""
-        by_name = {f.name: f for f in fields(cls)}
-        for name in names:
-            f = by_name[name]
-            meta = f.metadata
-            shown = "<secret>" if meta["secret"] else f.default
-            if meta["parse"] is parse_duration_ms:
-                shown = format_duration_ms(int(f.default))  # type: ignore[arg-type]
-            if f.default in ("", ()):
-                shown = "none"
-            parser.add_argument(
-                cls.flag(name),
-                dest=name,
-                default=None,
-                action="append" if meta["repeat"] else "store",
-                metavar=meta["metavar"],
-                help=f"{meta['help']} [env {cls.env_name(name)}; default {shown}]".replace("%", "%%"),
-            )
+        """Declare the flags of the named settings on a (sub)command parser, one argument group per
+        section (in SECTIONS order); defaults stay None, so that the variable or the default applies."""
+        chosen = [f for f in fields(cls) if f.name in names]
+        for section, title in SECTIONS.items():
+            members = [f for f in chosen if f.metadata["section"] == section]
+            if not members:
+                continue
+            group = parser.add_argument_group(title)
+            for f in members:
+                meta = f.metadata
+                shown = "<secret>" if meta["secret"] else f.default
+                if meta["parse"] is parse_duration_ms:
+                    shown = format_duration_ms(int(f.default))  # type: ignore[arg-type]
+                if f.default in ("", ()):
+                    shown = "none"
+                text = f"{meta['help']} [env {cls.env_name(f.name)}; default {shown}]".replace("%", "%%")
+                if meta["bare"]:  # a switch: present means true
+                    group.add_argument(
+                        cls.flag(f.name), dest=f.name, action="store_const", const="true", help=text
+                    )
+                    continue
+                group.add_argument(
+                    cls.flag(f.name),
+                    dest=f.name,
+                    default=None,
+                    action="append" if meta["repeat"] else "store",
+                    metavar=meta["metavar"],
+                    help=text,
+                )
 
     @classmethod
     def load(
@@ -753,14 +878,6 @@ class Settings:
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ clients
-
-    def message_reader(self) -> MessageReader:
-        """The worker's reader of messages that are not one W3CIISLog record."""
-        return MessageReader(
-            computer=self.computer or None,
-            w3c_fields=self.w3c_fields or None,
-            force=None if self.input_format == "auto" else self.input_format,
-        )
 
     def redis_store_options(self) -> dict[str, Any]:
         """Keyword arguments of streams.state.redis.RedisStore from the --redis-* settings."""

@@ -11,33 +11,34 @@ from streams import __version__
 from streams.core.escape import printable
 from streams.errors import JobError
 from streams.io.sources import SourceOptions
-from streams.settings import ConfigError, Settings
+from streams.settings import SECTIONS, ConfigError, Settings
 
-RULE_SETTINGS = (
-    "threshold",
-    "bin",
-    "max_set_size",
-    "url_plus",
-    "max_value_bytes",
-    "max_record_bytes",
-    "max_alert_bytes",
-    "max_set_bytes",
-    "alert_nul",
-)
-FILE_SETTINGS = ("max_line_bytes", "max_document_bytes")  # the bounds of files read (replay, produce)
-CLIENT_SETTINGS = ("brokers", "kafka_config_file", "kafka_config", "connect_timeout")
-KAFKA_SETTINGS = (*CLIENT_SETTINGS, "app_id", "input_topic", "alert_topic", "dlq_topic")
-TOPIC_SETTINGS = (
-    *KAFKA_SETTINGS,
-    "input_keyed",
-    "create_topics",
-    "partitions",
-    "replication",
-    "store",
-    "retention",
-)
-WORKER_SETTINGS = Settings.names()
-SOC_SETTINGS = ("allowlist", "alert_entities", "notify_by", "suppress_for", "notify_cap")  # replay's
+# The settings each command takes as flags: sections of streams.settings.SECTIONS (all their settings)
+# or single settings. Every command reads every PORTSCAN_* variable; a new setting reaches the commands
+# of its section.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "replay": (
+        "rule",
+        "output",
+        "input",
+        "files",
+        "allowlist",
+        "alert_entities",
+        "notify_by",
+        "suppress_for",
+        "notify_cap",
+    ),
+    "worker": tuple(SECTIONS),
+    "topics create": ("kafka", "topics", "store", "retention"),
+    "produce": ("kafka", "input", "files", "input_topic"),
+    "alerts": ("kafka", "app_id", "alert_topic"),
+    "notifications": ("kafka", "app_id", "notify_topic"),
+}
+
+
+def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of a command's settings, grouped by section in its --help."""
+    Settings.add_arguments(parser, Settings.select(COMMANDS[command]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,19 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--output-dir", metavar="DIR", help="with --sweep: write each combination's alerts to DIR"
     )
-    replay.add_argument(
-        "--computer",
-        metavar="NAME",
-        help="Computer for W3C .log lines (default: s-computername, else this host)",
-    )
-    replay.add_argument(
-        "--w3c-dash-as-empty",
-        action="store_true",
-        help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
-    )
-    Settings.add_arguments(
-        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields", *SOC_SETTINGS)
-    )
+    add_settings(replay, "replay")
 
     sample = sub.add_parser(
         "sample",
@@ -104,31 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="The faust worker. Creates missing topics, restores window state, and publishes early, "
         "final and late alerts keyed by AlertId; bad input goes to the dead-letter topic.",
     )
-    Settings.add_arguments(worker, WORKER_SETTINGS)
+    add_settings(worker, "worker")
 
     topics = sub.add_parser("topics", help="manage the job's topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
         "create", help="create input, alert (compacted), dead-letter and internal topics"
     )
-    Settings.add_arguments(create, TOPIC_SETTINGS)
+    add_settings(create, "topics create")
 
     produce = sub.add_parser(
         "produce", help="send JSONL/JSON or W3C .log files to the input topic, keyed for the worker"
     )
     produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
-    produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
-    Settings.add_arguments(
-        produce, (*CLIENT_SETTINGS, *FILE_SETTINGS, "input_topic", "input_format", "w3c_fields")
-    )
+    add_settings(produce, "produce")
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
     _viewer_arguments(alerts, "alert")
-    Settings.add_arguments(alerts, (*CLIENT_SETTINGS, "app_id", "alert_topic"))
+    add_settings(alerts, "alerts")
 
     notes = sub.add_parser("notifications", help="follow the notify topic (--notify-topic): pages, summaries")
     _viewer_arguments(notes, "record")
-    Settings.add_arguments(notes, (*CLIENT_SETTINGS, "app_id", "notify_topic"))
+    add_settings(notes, "notifications")
     return parser
 
 
@@ -166,14 +152,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "replay":
         from streams.cli.replay import main_replay
 
-        options = SourceOptions(
-            computer=args.computer,
-            dash_as_null=args.w3c_dash_as_empty,
-            input_format=settings.input_format,
-            w3c_fields=settings.w3c_fields,
-            max_line_bytes=settings.max_line_bytes,
-            max_document_bytes=settings.max_document_bytes,
-        )
+        options = SourceOptions.of(settings)
         if args.sweep:
             from streams.cli.sweep import main_sweep
 
@@ -198,14 +177,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "produce":
         from streams.cli.produce import run_produce
 
-        options = SourceOptions(
-            computer=args.computer,
-            input_format=settings.input_format,
-            w3c_fields=settings.w3c_fields,
-            max_line_bytes=settings.max_line_bytes,
-            max_document_bytes=settings.max_document_bytes,
-        )
-        return run_produce(args.files, settings, options)
+        return run_produce(args.files, settings, SourceOptions.of(settings))
     if args.command == "alerts":
         from streams.cli.alerts import run_follow
 

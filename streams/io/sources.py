@@ -30,7 +30,7 @@ from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
 from streams.core.w3c import W3CParser
-from streams.settings import ConfigError
+from streams.settings import ConfigError, Settings
 
 _SITE_DIR = re.compile(r"W3SVC\d+", re.IGNORECASE)
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, as Windows tools write it at the start of a file
@@ -42,10 +42,12 @@ Line = bytes | int  # a line, or the length of a line over the bound (skipped, n
 
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
-    """How files are read.
+    """How input is read: the worker's messages, replay's and produce's files (one type for the three,
+    built from the --input and --files settings by `of`).
 
     `computer`: for a W3C .log file, every line's Computer; for messages, the Computer of those that
-    name no host (neither the line's s-computername nor the envelope's host). Unset: this host's name.
+    name no host (neither the line's s-computername nor the envelope's host). Unset: this host's name
+    when `host_fallback` (files read here), else none (the worker: such records are dead-lettered).
     `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
     (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
@@ -58,6 +60,20 @@ class SourceOptions:
     w3c_fields: str = ""
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    host_fallback: bool = True
+
+    @classmethod
+    def of(cls, settings: Settings, host_fallback: bool = True) -> SourceOptions:
+        """The input options of every command, from one Settings."""
+        return cls(
+            computer=settings.computer or None,
+            dash_as_null=settings.w3c_dash_as_empty,
+            input_format=settings.input_format,
+            w3c_fields=settings.w3c_fields,
+            max_line_bytes=settings.max_line_bytes,
+            max_document_bytes=settings.max_document_bytes,
+            host_fallback=host_fallback,
+        )
 
     def __post_init__(self) -> None:
         if self.input_format != "auto" and self.input_format not in FORMATS:
@@ -72,9 +88,10 @@ class SourceOptions:
 
 
 def message_reader(options: SourceOptions) -> MessageReader:
-    """The reader of messages (one per file: layouts learnt from #Fields lines stay within it)."""
+    """The reader of messages: one per file (layouts learnt from #Fields lines stay within it), one
+    each for the worker's router and detector."""
     return MessageReader(
-        computer=options.computer or socket.gethostname(),
+        computer=options.computer or (socket.gethostname() if options.host_fallback else None),
         w3c_fields=options.w3c_fields or None,
         dash_as_null=options.dash_as_null,
         force=None if options.input_format == "auto" else options.input_format,
@@ -94,7 +111,7 @@ class FileMessage:
 def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
     """Open a file (or '-' for stdin) and see through gzip; returns (reader, raw) for progress."""
     raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered), raw  # type: ignore[return-value]

@@ -20,6 +20,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from streams.io.sources import SourceOptions, message_reader
 from streams.kafka.client_config import kafka_client
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
@@ -123,7 +124,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
-        reader=settings.message_reader(),
+        reader=message_reader(SourceOptions.of(settings, host_fallback=False)),
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
     )
@@ -137,7 +138,10 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     subscribe(app, source, "detect", detector.process)
     if not settings.input_keyed:
         router = Router(
-            MessageDecoder(settings.message_reader()), publisher, metrics, source.get_topic_name()
+            MessageDecoder(message_reader(SourceOptions.of(settings, host_fallback=False))),
+            publisher,
+            metrics,
+            source.get_topic_name(),
         )
 
         async def route_batch(fetch: dict[Any, Sequence[Any]]) -> None:

@@ -158,3 +158,21 @@ def test_installed_console_script(tmp_path: Path) -> None:
         [exe, "replay", "--threshold", "500"], input=b"", capture_output=True, timeout=60, check=False
     )
     assert bad.returncode == 2 and b"never be reached" in bad.stderr
+
+
+def test_replay_takes_computer_and_dash_as_empty_from_the_environment_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PORTSCAN_COMPUTER and PORTSCAN_W3C_DASH_AS_EMPTY reach replay as they reach the worker (before,
+    replay read only its own --computer and --w3c-dash-as-empty flags)."""
+    log = Path(__file__).resolve().parents[1] / "data" / "shippers" / "W3SVC1" / "u_ex260101.log"
+    monkeypatch.setenv("PORTSCAN_COMPUTER", "FROM-ENV")
+    monkeypatch.setenv("PORTSCAN_W3C_DASH_AS_EMPTY", "true")
+    code, alerts, _ = run([str(log)], capsys, tmp_path)
+    assert code == 0 and len(alerts) == 2
+    assert {a["Computer"] for a in alerts} == {"FROM-ENV"}
+    assert all("-" not in a["set_csUserName"] for a in alerts)
+    monkeypatch.delenv("PORTSCAN_W3C_DASH_AS_EMPTY")
+    code, alerts, _ = run([str(log), "--computer", "FROM-FLAG"], capsys, tmp_path)
+    assert {a["Computer"] for a in alerts} == {"FROM-FLAG"}  # the flag wins over the variable
+    assert any("-" in a["set_csUserName"] for a in alerts)

@@ -91,3 +91,88 @@ def test_redis_tls_options_need_a_rediss_url(tls: dict[str, str], store: str) ->
 def test_redis_client_certificate_and_key_go_together() -> None:
     with pytest.raises(ConfigError, match="together"):
         Settings.load(None, {"PORTSCAN_STORE": "rediss://redis:6380/0", "PORTSCAN_REDIS_CERT": "/c.pem"})
+
+
+# ---------------------------------------------------------------- sections and choices as data
+
+
+def test_every_setting_declares_a_known_section() -> None:
+    """A setting added without `section=` (or with a misspelt one) would be in no --help group and
+    reach no command but the worker."""
+    from dataclasses import fields
+
+    from streams.settings import SECTIONS
+
+    missing = [f.name for f in fields(Settings) if f.metadata["section"] not in SECTIONS]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("alert_nul", "nul"), ("url_plus", "plus"), ("input_format", "xml"), ("log_format", "yaml")],
+)
+def test_declared_choices_are_checked_for_flag_and_variable_alike(name: str, bad: str) -> None:
+    from dataclasses import fields
+
+    declared = {f.name: f.metadata for f in fields(Settings)}[name]
+    allowed = declared["choices"]
+    assert declared["metavar"] == "|".join(allowed)
+    env = Settings.env_name(name)
+    with pytest.raises(
+        ConfigError, match=f"{Settings.flag(name)} / {env} takes .* or {allowed[-1]}, got '{bad}'"
+    ):
+        Settings.load(None, {env: bad})
+    args = argparse.Namespace(**{name: bad})
+    with pytest.raises(ConfigError, match=f"got '{bad}'"):
+        Settings.load(args, {})
+    for value in allowed:
+        assert getattr(Settings.load(None, {env: value}), name) == value
+
+
+def test_select_takes_sections_and_single_settings_in_declaration_order() -> None:
+    chosen = Settings.select(("app_id", "files", "threshold"))
+    assert chosen == ("threshold", "max_line_bytes", "max_document_bytes", "app_id")
+    with pytest.raises(ValueError, match="neither a section nor a setting: nope"):
+        Settings.select(("rule", "nope"))
+
+
+def test_help_is_grouped_by_section_per_command() -> None:
+    from streams.cli import COMMANDS, build_parser
+    from streams.settings import SECTIONS
+
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    titles = {name: {g.title for g in sub._action_groups} for name, sub in subcommands.items()}
+    assert set(SECTIONS.values()) <= titles["worker"]
+    assert {SECTIONS[s] for s in ("rule", "output", "input", "files", "soc")} <= titles["replay"]
+    assert SECTIONS["kafka"] not in titles["replay"] and SECTIONS["rule"] not in titles["produce"]
+    assert set(COMMANDS) >= {"replay", "worker", "produce", "alerts", "notifications", "topics create"}
+
+
+def test_worker_replay_and_produce_take_every_input_setting() -> None:
+    """So that replay and the stream cannot read the same input differently (--w3c-dash-as-empty was
+    replay's alone, --computer not honoured from PORTSCAN_COMPUTER by replay and produce)."""
+    from streams.cli import COMMANDS, build_parser
+
+    inputs = Settings.select(("input", "files"))
+    assert {"computer", "w3c_dash_as_empty", "input_format", "w3c_fields"} <= set(inputs)
+    for command in ("worker", "replay", "produce"):
+        assert set(inputs) <= set(Settings.select(COMMANDS[command])), command
+    parser = build_parser()
+    for argv in (["worker"], ["replay"], ["produce"]):
+        args = parser.parse_args([*argv, "--w3c-dash-as-empty", "--computer", "WEB7"])
+        settings = Settings.load(args, {})
+        assert settings.w3c_dash_as_empty and settings.computer == "WEB7"
+
+
+def test_the_workers_reader_follows_the_input_settings() -> None:
+    from streams.core.records import IISEvent
+    from streams.io.sources import SourceOptions, message_reader
+
+    line = b"2026-01-01 00:00:03 10.0.0.11 GET / - 443 - 198.51.100.7 curl/8 - 200 0 0 46"
+    worker = Settings.load(None, {"PORTSCAN_W3C_DASH_AS_EMPTY": "true", "PORTSCAN_INPUT_FORMAT": "raw"})
+    ((_, unnamed),) = message_reader(SourceOptions.of(worker, host_fallback=False)).read(line)
+    assert not isinstance(unnamed, IISEvent)  # no host named, no --computer: a dead letter
+    named = worker.with_(computer="WEB7")
+    ((_, event),) = message_reader(SourceOptions.of(named, host_fallback=False)).read(line)
+    assert isinstance(event, IISEvent) and event.Computer == "WEB7" and event.csUserName == ""
