@@ -19,7 +19,7 @@ Ports are None (no port yet) or a slot. The nine string sets together are None (
 tuple of one value per set while every set holds exactly one value (it is the tuple of the window's
 first request, shared between windows by the Enricher, so a one-request window holds no set of its
 own), or else a list of slots. `ports`, `sets` and `result` give the plain-set view whatever the
-representation; the property test in tests/unit/test_aggregate.py checks it against plain sets.
+representation; the property test in tests/unit/core/test_aggregate.py checks it against plain sets.
 """
 
 from __future__ import annotations

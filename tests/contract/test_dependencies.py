@@ -6,7 +6,7 @@
   orjson < 3.11.5 does the same in dumps (CVE-2025-67221).
 - redis-py < 6.0 does not check the server's host name on rediss:// unless asked; 6.1.0 changed
   RedisSSLContext's default by mistake (reverted in 6.2.0). The store asks for the check explicitly
-  anyway (tests/unit/test_redis_options.py).
+  anyway (tests/unit/state/test_redis_options.py).
 """
 
 from __future__ import annotations

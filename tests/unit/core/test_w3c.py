@@ -15,7 +15,7 @@ from streams.core.timefmt import parse_iso_ms
 from streams.core.w3c import W3CParser
 
 FIXTURE_NAME = "elastic-beats-iis-access-test.log"
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "iis" / FIXTURE_NAME
+FIXTURE = Path(__file__).resolve().parents[2] / "data" / "iis" / FIXTURE_NAME
 
 FIELDS = (
     "#Fields: date time s-ip cs-method cs-uri-query s-port cs-username c-ip cs(User-Agent)"

@@ -21,7 +21,7 @@ from faust.types import TP
 
 from streams.kafka.faust_compat import BatchingConsumer
 
-STREAMS = Path(__file__).resolve().parents[2] / "streams"
+STREAMS = Path(__file__).resolve().parents[3] / "streams"
 
 
 def test_consumer_internals_the_batching_consumer_overrides_or_reads() -> None:

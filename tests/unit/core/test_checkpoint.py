@@ -15,7 +15,7 @@ from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, WindowRecord
 from streams.core.windows import META_KEY
-from tests.unit.test_engine import (
+from tests.unit.core.test_engine import (
     BIN,
     CRASH_PARAMS,
     NOW,

@@ -28,7 +28,7 @@ from streams.core.shippers import (
 from streams.core.timefmt import MAX_MS, MIN_MS, parse_iso_ms
 from streams.core.w3c import DEFAULT_W3C_FIELDS
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "shippers"
+DATA = Path(__file__).resolve().parents[2] / "data" / "shippers"
 SHIPPERS = ("filebeat", "fluentbit", "vector", "cribl", "logstash", "ecs-envelope", "ecs", "nxlog")
 SENDS_DIRECTIVES = {"fluentbit", "vector", "cribl", "logstash"}  # 8 header lines each
 PATH = "C:\\inetpub\\logs\\LogFiles\\W3SVC1\\u_ex260101.log"

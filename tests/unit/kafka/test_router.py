@@ -21,7 +21,7 @@ from streams.core.windows import routing_key
 from streams.kafka.messages import H_INDEX, H_OFFSET, H_PARTITION, H_TOPIC
 from tests.harness import T0, InProcessWorker
 
-SHIPPERS = Path(__file__).resolve().parents[1] / "data" / "shippers"
+SHIPPERS = Path(__file__).resolve().parents[2] / "data" / "shippers"
 KEYS = ("AlertId", "ConnectionsCount", "portCount", "FirstSeen", "LastSeen")
 
 
