@@ -68,14 +68,10 @@ class RecordingProducer:
         self.delivered = 0
         self.acked: dict[tuple[str, int], int] = {}
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any, **kw: Any) -> None:
+        """AsyncProducer.send: (topic, key, value, partition=None, headers=None)."""
+        partition = args[0] if args else kw.get("partition")
+        headers = args[1] if len(args) > 1 else kw.get("headers")
         if topic != self.never_refused and value is not None and len(value) > self.too_large:
             self.on_refused(Refused(topic, key, value, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)))
             return

@@ -86,22 +86,25 @@ class Diagnosis:
             self.sasl_required,
         )
 
+    def repeated(self, symptom: str) -> bool:
+        """Count a symptom; True once it was seen REPEATS times within this `cause()`."""
+        self.counted[symptom] += 1
+        return self.counted[symptom] >= REPEATS
+
     # ------------------------------------------------------------------ the checks
 
     def sasl_refused(self, text: str) -> JobError | None:
         """The broker refused our SASL credentials (or, with OAUTHBEARER, the token)."""
         if "SASL authentication error" not in text:
             return None
-        reason = detail(text, "SASL authentication error")
-        if self.client.mechanism == "OAUTHBEARER":
-            return AuthError(
-                f"{self.where}: authentication failed (SASL OAUTHBEARER): the broker refused the token "
-                f"from {self.props['sasl.oauthbearer.token.endpoint.url']}: {reason}"
-            )
-        return AuthError(
-            f"{self.where}: authentication failed (SASL {self.client.mechanism}, user "
-            f"{self.props.get('sasl.username', '')!r}): {reason}; check sasl.username and sasl.password"
-        )
+        reason, mechanism = detail(text, "SASL authentication error"), self.client.mechanism
+        if mechanism == "OAUTHBEARER":
+            endpoint = self.props["sasl.oauthbearer.token.endpoint.url"]
+            how = f"OAUTHBEARER): the broker refused the token from {endpoint}: {reason}"
+        else:
+            user = self.props.get("sasl.username", "")
+            how = f"{mechanism}, user {user!r}): {reason}; check sasl.username and sasl.password"
+        return AuthError(f"{self.where}: authentication failed (SASL {how}")
 
     def token_refused(self, text: str) -> JobError | None:
         """The token endpoint refused our client credentials (not an outage: 400, 401, 403)."""
@@ -167,8 +170,7 @@ class Diagnosis:
             "connecting to a SSL listener" in text or _CLOSED_AT_FIRST_REQUEST.search(text)
         ):
             return None
-        self.counted["plaintext_closed"] += 1
-        if self.counted["plaintext_closed"] < REPEATS:
+        if not self.repeated("plaintext_closed"):
             return None
         return ClientConfigError(
             f"{self.where}: the broker closed the connection at our first request: a TLS port spoken "
@@ -181,8 +183,7 @@ class Diagnosis:
         (counted, as above)."""
         if self.client.mechanism is not None or not _CLOSED_AFTER_FIRST_REQUEST.search(text):
             return None
-        self.counted["sasl_expected"] += 1
-        if self.counted["sasl_expected"] < REPEATS:
+        if not self.repeated("sasl_expected"):
             return None
         return ClientConfigError(
             f"{self.where}: the broker closes the connection after our first request: does the "
