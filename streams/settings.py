@@ -520,6 +520,36 @@ class Settings:
             "BOOL",
         ),
     )
+    # Tenants (issue 24, item 5; streams.core.tenant).
+    tenant_field: str = field(
+        default="",
+        metadata=_opt(
+            "where each event's tenant is read: header:NAME (a Kafka header), field:PATH (a record or "
+            "envelope field, e.g. field:TenantId, field:_ResourceId, field:fields.tenant) or fixed:VALUE; "
+            "the tenant then comes first in every group key, the AlertId and the alert's TenantId; "
+            "empty = no tenants",
+            str,
+            "SOURCE:NAME",
+        ),
+    )
+    tenant_default: str = field(
+        default="",
+        metadata=_opt(
+            "the tenant of an event whose tenant is missing or empty (empty = such events are "
+            "dead-lettered, reason tenant-missing)",
+            str,
+            "TENANT",
+        ),
+    )
+    tenant_thresholds: str = field(
+        default="",
+        metadata=_opt(
+            "per-tenant thresholds: CSV with the header tenant,threshold (or JSON lines with those keys); "
+            "a tenant not listed uses --threshold; the worker reloads it when it changes",
+            str,
+            "PATH",
+        ),
+    )
     log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL"))
     log_format: str = field(
         default="text", metadata=_opt("text, or json: one object per line for log shippers", str, "text|json")
@@ -597,6 +627,18 @@ class Settings:
             )
         if self.notify_cap < 0:
             raise ConfigError("--notify-cap / PORTSCAN_NOTIFY_CAP must be >= 0 (0 = no cap)")
+        self.tenant_spec()
+        if self.tenant_thresholds and not self.tenant_field:
+            raise ConfigError("--tenant-thresholds / PORTSCAN_TENANT_THRESHOLDS needs --tenant-field")
+
+    def tenant_spec(self) -> Any:
+        """core.tenant.TenantSpec of --tenant-field and --tenant-default (None: no tenants)."""
+        from streams.core.tenant import TenantError, TenantSpec
+
+        try:
+            return TenantSpec.parse(self.tenant_field, self.tenant_default)
+        except TenantError as exc:
+            raise ConfigError(f"--tenant-field / PORTSCAN_TENANT_FIELD: {exc}") from None
 
     def notify_fields(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.notify_by.split(",") if p.strip())
@@ -605,8 +647,9 @@ class Settings:
         """core.notify.NotifyParams from the --notify-* settings."""
         from streams.core.notify import NotifyParams
 
+        by = self.notify_fields()
         return NotifyParams(
-            by=self.notify_fields(),
+            by=("TenantId", *by) if self.tenant_field else by,  # a tenant's pages never merge with another's
             period_ms=self.suppress_for,
             cap=self.notify_cap,
             retention_ms=self.retention,
@@ -730,12 +773,14 @@ class Settings:
         """The Kafka client properties of every client (raises ClientConfigError, naming the key)."""
         return KafkaClientConfig.load(self.kafka_config_file or None, self.kafka_config)
 
-    def message_reader(self) -> MessageReader:
-        """The worker's reader of messages that are not one W3CIISLog record."""
+    def message_reader(self, tenant: Any = "configured") -> MessageReader:
+        """The worker's reader of messages that are not one W3CIISLog record; `tenant`: a TenantSpec
+        (or None) in place of --tenant-field's (the detector behind the router reads it from a header)."""
         return MessageReader(
             computer=self.computer or None,
             w3c_fields=self.w3c_fields or None,
             force=None if self.input_format == "auto" else self.input_format,
+            tenant=self.tenant_spec() if tenant == "configured" else tenant,
         )
 
     def redis_store_options(self) -> dict[str, Any]:

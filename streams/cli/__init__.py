@@ -38,6 +38,7 @@ TOPIC_SETTINGS = (
 )
 WORKER_SETTINGS = Settings.names()
 SOC_SETTINGS = ("allowlist", "alert_entities", "notify_by", "suppress_for", "notify_cap")  # replay's
+TENANT_SETTINGS = ("tenant_field", "tenant_default", "tenant_thresholds")  # replay's (produce: the first two)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
     Settings.add_arguments(
-        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields", *SOC_SETTINGS)
+        replay,
+        (
+            *RULE_SETTINGS,
+            *FILE_SETTINGS,
+            "alert_format",
+            "input_format",
+            "w3c_fields",
+            *SOC_SETTINGS,
+            *TENANT_SETTINGS,
+        ),
     )
 
     sample = sub.add_parser(
@@ -119,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("files", nargs="*", metavar="FILE", help="input files, '-' for stdin (default)")
     produce.add_argument("--computer", metavar="NAME", help="Computer for W3C .log lines")
     Settings.add_arguments(
-        produce, (*CLIENT_SETTINGS, *FILE_SETTINGS, "input_topic", "input_format", "w3c_fields")
+        produce,
+        (*CLIENT_SETTINGS, *FILE_SETTINGS, "input_topic", "input_format", "w3c_fields", *TENANT_SETTINGS[:2]),
     )
 
     alerts = sub.add_parser("alerts", help="follow the alert topic and print alerts")
@@ -173,6 +184,7 @@ def _main(argv: Sequence[str] | None) -> int:
             w3c_fields=settings.w3c_fields,
             max_line_bytes=settings.max_line_bytes,
             max_document_bytes=settings.max_document_bytes,
+            tenant=settings.tenant_spec(),
         )
         if args.sweep:
             from streams.cli.sweep import main_sweep
@@ -204,6 +216,7 @@ def _main(argv: Sequence[str] | None) -> int:
             w3c_fields=settings.w3c_fields,
             max_line_bytes=settings.max_line_bytes,
             max_document_bytes=settings.max_document_bytes,
+            tenant=settings.tenant_spec(),  # keys a tenant's events by tenant first (core.windows)
         )
         return run_produce(args.files, settings, options)
     if args.command == "alerts":

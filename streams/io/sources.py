@@ -29,6 +29,7 @@ import orjson
 from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
+from streams.core.tenant import TenantSpec
 from streams.core.w3c import W3CParser
 from streams.settings import ConfigError
 
@@ -49,7 +50,8 @@ class SourceOptions:
     `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
     (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
-    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring).
+    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring). `tenant`: a
+    `field:` or `fixed:` tenant set on every event (core.tenant; a file has no Kafka headers).
     """
 
     computer: str | None = None
@@ -58,8 +60,14 @@ class SourceOptions:
     w3c_fields: str = ""
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    tenant: TenantSpec | None = None
 
     def __post_init__(self) -> None:
+        if self.tenant is not None and self.tenant.source == "header":
+            raise ConfigError(
+                f"--tenant-field {self.tenant}: files carry no Kafka headers; use fixed:TENANT for a file of "
+                "one tenant, or field:NAME"
+            )
         if self.input_format != "auto" and self.input_format not in FORMATS:
             raise ConfigError(f"--input-format takes auto, {', '.join(FORMATS)}, got {self.input_format!r}")
         problem = w3c_fields_problem(self.w3c_fields or None)
@@ -78,6 +86,7 @@ def message_reader(options: SourceOptions) -> MessageReader:
         w3c_fields=options.w3c_fields or None,
         dash_as_null=options.dash_as_null,
         force=None if options.input_format == "auto" else options.input_format,
+        tenant=options.tenant,
     )
 
 
@@ -211,6 +220,7 @@ def _iter_w3c(
         dash_as_null=options.dash_as_null,
         fields=parse_w3c_fields(options.w3c_fields or None),  # lines before any #Fields directive
     )
+    tenant = options.tenant
     for number, raw in enumerate(lines, 1):
         if isinstance(raw, int):
             yield f"{path}:{number}", _too_long(raw, options.max_line_bytes)
@@ -218,6 +228,8 @@ def _iter_w3c(
         text = _decode(raw)
         result = text if isinstance(text, ParseError) else parser.feed(text)
         if result is not None:
+            if tenant is not None and type(result) is IISEvent:  # a line has no fields but its columns
+                result = tenant.stamp([(None, result)], None)[0][1]
             yield f"{path}:{number}", result
 
 

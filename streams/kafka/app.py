@@ -22,12 +22,13 @@ from faust.web.base import BlueprintManager
 from streams.core.allowlist import AllowlistError
 from streams.errors import ServiceUnreachable
 from streams.io.allowlist_file import AllowlistFile
+from streams.io.tenant_file import tenant_stream_params
 from streams.kafka.admin import repartition_topic
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
 from streams.kafka.faust_compat import changelog_applier, recovery_state
 from streams.kafka.gate import AllowlistTopic, Gate, page_reader
-from streams.kafka.messages import MessageDecoder, wall_ms
+from streams.kafka.messages import MessageDecoder, detector_tenant, wall_ms
 from streams.kafka.metrics import Metrics, Snapshot, summary
 from streams.kafka.producer import AsyncProducer
 from streams.kafka.publisher import Publisher
@@ -187,6 +188,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     metrics = Metrics()
     gate = build_gate(settings, producer, metrics)
+    tenant = settings.tenant_spec()  # streams.core.tenant; None without --tenant-field
+    params, thresholds_file = tenant_stream_params(settings)  # --tenant-thresholds
     publisher = Publisher(
         producer,
         settings.alert_topic,
@@ -195,16 +198,17 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         ocsf_max_bytes=settings.max_alert_bytes if settings.alert_format == "ocsf" else None,
     )
     detector = Detector(
-        settings.stream_params(),
+        params,
         store,
         publisher,
         acknowledge,
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
-        reader=settings.message_reader(),
+        reader=settings.message_reader(detector_tenant(tenant, not settings.input_keyed)),
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
+        tenant=detector_tenant(tenant, not settings.input_keyed),
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:
@@ -213,6 +217,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     @app.timer(1.0)  # type: ignore[misc]
     async def refresh_allowlist() -> None:
         gate.refresh()  # a changed file or topic is in force from the next batch on
+        if thresholds_file is not None:
+            thresholds_file.refresh()  # likewise the per-tenant thresholds
 
     # The agents subscribe the worker to their topics (group membership, assignment); their messages
     # reach the detector and the router as whole fetches through the batch handlers (faust_compat),
@@ -227,7 +233,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
 
     if not settings.input_keyed:
         router = Router(
-            MessageDecoder(settings.message_reader()), publisher, metrics, source.get_topic_name()
+            MessageDecoder(settings.message_reader(), tenant), publisher, metrics, source.get_topic_name()
         )
 
         async def route_batch(fetch: dict[Any, Sequence[Any]]) -> None:
