@@ -149,7 +149,11 @@ def test_reader_reads_the_tenant_of_each_record_of_an_envelope_and_of_a_shipper_
 @settings(max_examples=200)
 @given(
     st.one_of(
-        st.none(), st.text(max_size=5), st.integers(-5, 2**63 - 1), st.booleans(), st.lists(st.text(max_size=2))
+        st.none(),
+        st.text(max_size=5),
+        st.integers(-5, 2**63 - 1),
+        st.booleans(),
+        st.lists(st.text(max_size=2)),
     ),
     st.sampled_from([RECORD, {**RECORD, "sPort": "443"}, {**RECORD, "cIP": "x" * 300}, {"TimeGenerated": 1}]),
 )
