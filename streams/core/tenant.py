@@ -194,7 +194,7 @@ def single_event_with_tenant(spec: TenantSpec) -> Callable[[bytes | str | None],
     if spec.source != "field" or "." in spec.name or spec.name in dict(_COLUMNS) or spec.name == "tenant_":
         return None
     struct = msgspec.defstruct(
-        "_TenantColumns", [*_COLUMNS, ("tenant_", Any, None)], rename={"tenant_": spec.name}
+        "_TenantColumns", [*_COLUMNS, ("tenant_", str | None, None)], rename={"tenant_": spec.name}
     )
     decode = msgspec.json.Decoder(struct).decode
 
