@@ -386,10 +386,11 @@ class Detector:
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
             log.info(
-                "alert %s rev %d %s: %s -> %s/%s %d ports (%d distinct) in %s",
+                "alert %s rev %d %s: %s%s -> %s/%s %d ports (%d distinct) in %s",
                 alert["Phase"],
                 alert["Revision"],
                 alert["AlertId"],
+                f"tenant {alert['TenantId']}: " if "TenantId" in alert else "",  # escaped like the rest
                 alert["cIP"],
                 alert["Computer"],
                 alert["sIP"],

@@ -131,3 +131,36 @@ def test_notifications_are_per_tenant(two_tenants: tuple[Path, Path], tmp_path: 
     pages = [p for p in pages if p["Kind"] == "page"]
     by_tenant = {t: sorted(p["Entity"]["cIP"] for p in pages if p["Entity"]["TenantId"] == t) for t in "ab"}
     assert by_tenant["a"] and by_tenant["a"] == by_tenant["b"]
+
+
+def test_produce_keys_a_tenants_events_by_tenant_first(two_tenants: tuple[Path, Path]) -> None:
+    import io
+
+    from streams.cli.produce import messages
+    from streams.core.tenant import TenantSpec
+    from streams.io.sources import SourceOptions
+
+    _, both = two_tenants
+    options = SourceOptions(tenant=TenantSpec("field", "TenantId"))
+    sent = list(messages(str(both), options, io.StringIO()))
+    first = orjson.loads(both.read_bytes().splitlines()[0])
+    assert sent[0] == (f"a|{first['cIP']}|{first['Computer']}|{first['sIP']}".encode(), orjson.dumps(first))
+    assert {key.split(b"|")[0] for key, _ in sent if key} == {b"a", b"b"}
+    plain = list(messages(str(both), SourceOptions(), io.StringIO()))
+    assert plain[0][0] == f"{first['cIP']}|{first['Computer']}|{first['sIP']}".encode()
+
+
+def test_sweep_counts_each_tenants_windows_and_clients(
+    two_tenants: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    one, both = two_tenants
+
+    def table(*args: str) -> list[list[str]]:
+        assert main(["replay", *args, "--sweep", "threshold=20,30"]) == 0
+        return [line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
+
+    alone = table(str(one))
+    split = table(str(both), "--tenant-field", "field:TenantId")
+    assert alone and len(split) == len(alone)
+    for a, s in zip(alone, split):
+        assert s[:2] == a[:2] and [int(x) for x in s[2:]] == [2 * int(x) for x in a[2:]]
