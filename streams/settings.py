@@ -465,9 +465,10 @@ class Settings:
     allowlist: str = field(
         default="",
         metadata=_opt(
-            "allowlist file (CSV with a header field,value,reason,owner,expires, or JSON lines with those "
-            "keys): windows whose cIP, Computer or sIP matches an entry (exact value or CIDR range) are "
-            "not alerted; the worker reloads it when it changes",
+            "allowlist file (CSV with a header field,value,reason,owner,expires[,tenant], or JSON lines "
+            "with those keys): windows whose cIP, Computer or sIP matches an entry (exact value or CIDR "
+            "range; with a tenant, of that tenant's windows only) are not alerted; the worker reloads it "
+            "when it changes",
             str,
             "PATH",
         ),
@@ -475,8 +476,9 @@ class Settings:
     allowlist_topic: str = field(
         default="",
         metadata=_opt(
-            "compacted topic of allowlist entries (key field:value, value a JSON entry, a tombstone "
-            "removes it), followed by every worker beside --allowlist",
+            'compacted topic of allowlist entries (key field:value, or ["tenant","field","value"] '
+            "for a tenant's; value a JSON entry; a tombstone removes it), followed by every worker beside "
+            "--allowlist",
             str,
             "TOPIC",
         ),

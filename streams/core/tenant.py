@@ -2,16 +2,16 @@
 
 `--tenant-field` names where an event's tenant is read, in one of three forms:
 
-| form              | the tenant is                                                                  |
-|-------------------|--------------------------------------------------------------------------------|
-| `header:NAME`     | the Kafka header NAME of the message (UTF-8), for every record it holds          |
-| `field:PATH`      | the record's field PATH: `TenantId` or `_ResourceId` of an Azure Monitor export,  |
-|                   | `fields.tenant` of a Filebeat envelope; nested (`{"fields": {"tenant": ..}}`) or |
-|                   | dotted (`{"fields.tenant": ..}`) keys, as core.shippers reads envelopes. The     |
-|                   | record itself is read (an element of `{"records": [...]}`, or the envelope of a  |
-|                   | W3C line), not the document around it; a number reads as its digits             |
-|                   | a fixed value: one tenant per worker (or per file for `replay`)                  |
-| `fixed:VALUE`     | VALUE                                                                            |
+| form           | the tenant is                                                                      |
+|----------------|------------------------------------------------------------------------------------|
+| `header:NAME`  | the Kafka header NAME of the message (UTF-8), for every record it holds (the       |
+|                | adapter reads it: `of_headers`; files have none)                                   |
+| `field:PATH`   | the record's field PATH: `TenantId` or `_ResourceId` of an Azure Monitor export,    |
+|                | `fields.tenant` of a Filebeat envelope; nested (`{"fields": {"tenant": ..}}`) or   |
+|                | dotted (`{"fields.tenant": ..}`) keys, as core.shippers reads envelope keys. The   |
+|                | record itself is read (an element of `{"records": [...]}`, or the envelope of a    |
+|                | W3C line), not the document around it; a number reads as its digits               |
+| `fixed:VALUE`  | VALUE: one tenant per worker (or per file for `replay`)                            |
 
 With a tenant the group key is (tenant, bin, cIP, Computer, sIP): the tenant comes first in the store
 key's array (core.windows), in the repartition key, in the AlertId's name (core.alerts), in the alert
