@@ -22,9 +22,9 @@ class ThresholdsFile:
         self.file = AllowlistFile(path)  # the same change detection as the allowlist's
         self.thresholds = thresholds
         self.max_set_size = max_set_size
-        self.reloads = 0
         self.errors = 0
         thresholds.replace(self.read())
+        self.reloads = 1  # reads, the first included (iis_portscan_tenant_thresholds_reloads_total)
 
     def read(self) -> dict[str, int]:
         try:

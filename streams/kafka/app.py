@@ -190,6 +190,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     gate = build_gate(settings, producer, metrics)
     tenant = settings.tenant_spec()  # streams.core.tenant; None without --tenant-field
     params, thresholds_file = tenant_stream_params(settings)  # --tenant-thresholds
+    metrics.soc["tenant_thresholds_reloads"] = thresholds_file.reloads if thresholds_file is not None else 0
     publisher = Publisher(
         producer,
         settings.alert_topic,
@@ -219,6 +220,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         gate.refresh()  # a changed file or topic is in force from the next batch on
         if thresholds_file is not None:
             thresholds_file.refresh()  # likewise the per-tenant thresholds
+            metrics.soc["tenant_thresholds_reloads"] = thresholds_file.reloads
+            metrics.soc["tenant_thresholds_errors"] = thresholds_file.errors
 
     # The agents subscribe the worker to their topics (group membership, assignment); their messages
     # reach the detector and the router as whole fetches through the batch handlers (faust_compat),

@@ -89,4 +89,5 @@ def test_a_worker_with_two_tenants_on_one_topic_equals_replay(job: Job, tmp_path
     )
     assert [d["Reason"] for d in values_of(dead.records)] == ["tenant-missing"] * len(orphans)
     assert worker.metric("iis_portscan_dead_letters_total") == len(orphans)  # the only reason here
+    assert worker.metric("iis_portscan_tenant_thresholds_reloads_total") == 1
     assert worker.stop() == 0

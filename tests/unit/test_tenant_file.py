@@ -27,6 +27,7 @@ def test_reloaded_on_change_and_a_bad_version_keeps_the_previous(tmp_path: Path)
     assert watcher.refresh() is False  # unchanged
     rewrite(path, "tenant,threshold\ncontoso,40\nfabrikam,5\n")
     assert watcher.refresh() is True and table.of("contoso") == 40 and table.of("fabrikam") == 5
+    assert watcher.reloads == 2
     rewrite(path, "tenant,threshold\ncontoso,0\n")
     assert watcher.refresh() is False and watcher.errors == 1 and table.of("contoso") == 40
     path.unlink()
