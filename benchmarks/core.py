@@ -1,13 +1,15 @@
 """The pure core alone, per event: where a worker's CPU goes before any Kafka or store cost.
 
-    python -m benchmarks.core [--events N] [--batch B] [--against REV]
+    python -m benchmarks.core [--events N] [--batch B] [--against REV] [--tenants N]
 
 Times, over the same generated records in one run: `orjson.loads` of each payload (the baseline: the
 least any JSON consumer pays per message), our hot-path decoding (`parse.single_event`), the engine
 (`plan` + `step` per batch of B events, one partition), and the checkpoint's serialization of what the
 steps changed (`encode_writes`, once per 10 batches as a 1 s checkpoint would). `--against REV` times the
 engine module of a git revision too, on the same events, and checks that both give the same alerts and
-writes. No I/O: numbers are per-event CPU costs, best of 3 (the engines: of 5, ours before and after).
+writes. `--tenants N` times the same records as N tenants' (`--tenant-field field:TenantId`): the fast
+path with the tenant field, and the engine over tenants' events, beside the rows above. No I/O: numbers
+are per-event CPU costs, best of 3 (the engines: of 5, ours before and after).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from streams.core.escape import dumps as escape_dumps
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
 from streams.core.state_records import encode_writes
+from streams.core.tenant import TenantSpec, single_event_with_tenant
 from streams.io.sample import Workload, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500, help="events per step (a fetch's share)")
     parser.add_argument("--against", metavar="REV", help="also time the engine of this git revision")
+    parser.add_argument("--tenants", type=int, default=0, metavar="N", help="also time N tenants' records")
     args = parser.parse_args(argv)
 
-    payloads = [orjson.dumps(r) for r in generate(Workload(events=args.events, seed=7))]
+    records = list(generate(Workload(events=args.events, seed=7)))
+    payloads = [orjson.dumps(r) for r in records]
     n = len(payloads)
     base_s, _ = best_of(3, lambda: [orjson.loads(p) for p in payloads])
     parse_s, parsed = best_of(3, lambda: [single_event(p) for p in payloads])
@@ -122,6 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         ("alerts: orjson.dumps (x20)", dumps_s),
         ("alerts: escape.dumps, as published (x20)", escaped_s),
     ]
+    if args.tenants:
+        fast = single_event_with_tenant(TenantSpec("field", "TenantId"))
+        assert fast is not None
+        tenant_payloads = [
+            orjson.dumps({**r, "TenantId": f"tenant-{i % args.tenants:04d}"}) for i, r in enumerate(records)
+        ]
+        tparse_s, tparsed = best_of(3, lambda: [fast(p) for p in tenant_payloads])
+        tenant_events = [e for e in tparsed if e is not None]
+        if len(tenant_events) != n:
+            raise SystemExit(f"{n - len(tenant_events)} tenants' records did not take the fast path")
+        tengine_s, (talerts, _) = best_of(
+            5, lambda: run_engine(current_engine, tenant_events, args.batch, now_ms)
+        )
+        rows.append((f"parse, field:TenantId fast path ({args.tenants} tenants)", tparse_s))
+        rows.append((f"engine plan + step ({args.tenants} tenants, {len(talerts)} alerts)", tengine_s))
     if args.against:
         old = engine_at(args.against)
         old_s, (old_alerts, old_writes) = best_of(5, lambda: run_engine(old, events, args.batch, now_ms))

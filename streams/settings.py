@@ -48,6 +48,7 @@ SECTIONS = {
     "time": "event time",
     "worker": "throughput and operations",
     "soc": "SOC tuning: allowlists, notifications with suppression, entities",
+    "tenants": "tenants: several workspaces in one topic (streams.core.tenant)",
     "logging": "logging",
 }
 # The app id names the consumer group, internal topics and Redis keys (a SCAN pattern prefix): no glob
@@ -589,9 +590,10 @@ class Settings:
     allowlist: str = field(
         default="",
         metadata=_opt(
-            "allowlist file (CSV with a header field,value,reason,owner,expires, or JSON lines with those "
-            "keys): windows whose cIP, Computer or sIP matches an entry (exact value or CIDR range) are "
-            "not alerted; the worker reloads it when it changes",
+            "allowlist file (CSV with a header field,value,reason,owner,expires[,tenant], or JSON lines "
+            "with those keys): windows whose cIP, Computer or sIP matches an entry (exact value or CIDR "
+            "range; with a tenant, of that tenant's windows only) are not alerted; the worker reloads it "
+            "when it changes",
             str,
             "PATH",
             section="soc",
@@ -600,8 +602,9 @@ class Settings:
     allowlist_topic: str = field(
         default="",
         metadata=_opt(
-            "compacted topic of allowlist entries (key field:value, value a JSON entry, a tombstone "
-            "removes it), followed by every worker beside --allowlist",
+            'compacted topic of allowlist entries (key field:value, or ["tenant","field","value"] '
+            "for a tenant's; value a JSON entry; a tombstone removes it), followed by every worker beside "
+            "--allowlist",
             str,
             "TOPIC",
             section="soc",
@@ -653,6 +656,39 @@ class Settings:
             parse_bool,
             "BOOL",
             section="soc",
+        ),
+    )
+    # Tenants (issue 24, item 5; streams.core.tenant).
+    tenant_field: str = field(
+        default="",
+        metadata=_opt(
+            "where each event's tenant is read: header:NAME (a Kafka header), field:PATH (a record or "
+            "envelope field, e.g. field:TenantId, field:_ResourceId, field:fields.tenant) or fixed:VALUE; "
+            "the tenant then comes first in every group key, the AlertId and the alert's TenantId; "
+            "empty = no tenants",
+            str,
+            "SOURCE:NAME",
+            section="tenants",
+        ),
+    )
+    tenant_default: str = field(
+        default="",
+        metadata=_opt(
+            "the tenant of an event whose tenant is missing or empty (empty = such events are "
+            "dead-lettered, reason tenant-missing)",
+            str,
+            "TENANT",
+            section="tenants",
+        ),
+    )
+    tenant_thresholds: str = field(
+        default="",
+        metadata=_opt(
+            "per-tenant thresholds: CSV with the header tenant,threshold (or JSON lines with those keys); "
+            "a tenant not listed uses --threshold; the worker reloads it when it changes",
+            str,
+            "PATH",
+            section="tenants",
         ),
     )
     log_level: str = field(default="info", metadata=_opt("log level", str, "LEVEL", section="logging"))
@@ -726,6 +762,18 @@ class Settings:
             )
         if self.notify_cap < 0:
             raise ConfigError("--notify-cap / PORTSCAN_NOTIFY_CAP must be >= 0 (0 = no cap)")
+        self.tenant_spec()
+        if self.tenant_thresholds and not self.tenant_field:
+            raise ConfigError("--tenant-thresholds / PORTSCAN_TENANT_THRESHOLDS needs --tenant-field")
+
+    def tenant_spec(self) -> Any:
+        """core.tenant.TenantSpec of --tenant-field and --tenant-default (None: no tenants)."""
+        from streams.core.tenant import TenantError, TenantSpec
+
+        try:
+            return TenantSpec.parse(self.tenant_field, self.tenant_default)
+        except TenantError as exc:
+            raise ConfigError(f"--tenant-field / PORTSCAN_TENANT_FIELD: {exc}") from None
 
     def notify_fields(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.notify_by.split(",") if p.strip())
@@ -734,8 +782,9 @@ class Settings:
         """core.notify.NotifyParams from the --notify-* settings."""
         from streams.core.notify import NotifyParams
 
+        by = self.notify_fields()
         return NotifyParams(
-            by=self.notify_fields(),
+            by=("TenantId", *by) if self.tenant_field else by,  # a tenant's pages never merge with another's
             period_ms=self.suppress_for,
             cap=self.notify_cap,
             retention_ms=self.retention,

@@ -27,10 +27,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "notify_by",
         "suppress_for",
         "notify_cap",
+        "tenants",
     ),
     "worker": tuple(SECTIONS),
     "topics create": ("kafka", "topics", "store", "retention"),
-    "produce": ("kafka", "input", "files", "input_topic"),
+    "produce": ("kafka", "input", "files", "input_topic", "tenant_field", "tenant_default"),
     "alerts": ("kafka", "app_id", "alert_topic"),
     "notifications": ("kafka", "app_id", "notify_topic"),
 }

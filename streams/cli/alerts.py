@@ -25,11 +25,12 @@ def pretty(alert: dict[str, Any]) -> str:
     def cell(name: str, default: Any = "-") -> str:
         return printable(str(alert.get(name, default)))
 
-    return (
+    row = (
         f"{cell('Phase'):<6} {cell('Revision', 0):>5} {cell('TimeGenerated'):<24} "
         f"{cell('cIP'):<16} {cell('Computer')[:22]:<22} {cell('sIP'):<12} {cell('portCount'):>5} "
         f"{cell('DistinctPortCount'):>8} {cell('ConnectionsCount'):>6}"
     )
+    return f"{row} tenant {cell('TenantId')}" if "TenantId" in alert else row  # --tenant-field
 
 
 def json_line(record: Any) -> str:

@@ -141,8 +141,10 @@ def run_replay(
 ) -> int:
     """Run the rule over every file; alerts to `out` as JSON lines, bad input reported on `err`; with
     `notify_out`, the notifications of the alerts (core.notify) as JSON lines there."""
+    from streams.io.tenant_file import replay_thresholds
+
     allowlist = load_allowlist(settings)
-    detector = BatchDetector(settings.rule_params())
+    detector = BatchDetector(settings.rule_params(), replay_thresholds(settings))
     stats = read_events(paths, options, detector.add, err)
     verdict = judge(detector.alerts(), allowlist)  # the `where ... !in (...)` clause, see core.allowlist
     alerts = verdict.kept

@@ -38,11 +38,20 @@ RULE_COLUMNS = (
 
 
 def alert_id(key: WindowKey, bin_ms: int) -> str:
-    """Stable identity of (bin, cIP, Computer, sIP): a UUIDv5, the same for every revision."""
-    name = "\x1f".join(
-        (rule.RULE_ID, str(key.start_ms), str(key.start_ms + bin_ms), key.cIP, key.Computer, key.sIP)
+    """Stable identity of (bin, cIP, Computer, sIP): a UUIDv5, the same for every revision. A tenant's
+    window (core.tenant) names its tenant first, after the rule: two tenants' windows of the same key
+    never share an AlertId, and a window without a tenant keeps the AlertId it always had."""
+    parts: tuple[str, ...] = (
+        rule.RULE_ID,
+        str(key.start_ms),
+        str(key.start_ms + bin_ms),
+        key.cIP,
+        key.Computer,
+        key.sIP,
     )
-    return str(uuid.uuid5(_ALERT_NS, name))
+    if key.tenant:
+        parts = (rule.RULE_ID, "tenant", key.tenant, *parts[1:])
+    return str(uuid.uuid5(_ALERT_NS, "\x1f".join(parts)))
 
 
 SET_COLUMNS = tuple(f"set_{name}" for name in SET_NAMES)
@@ -130,10 +139,14 @@ def nul_as_text(alert: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str, Any]:
+def build_alert(
+    key: WindowKey, agg: WindowAgg, params: RuleParams, threshold: int | None = None
+) -> dict[str, Any]:
     """The alert record for one window (the caller has checked the threshold): NULs as text unless
     `params.nul_as_text` is off (see `nul_as_text`), each set within `params.max_set_bytes` and the
-    record within `params.max_alert_bytes` once serialized (see `fit_alert`)."""
+    record within `params.max_alert_bytes` once serialized (see `fit_alert`). `threshold`: the one the
+    window was judged by when it is not `params.threshold` (a tenant's, core.tenant). A tenant's window
+    carries `TenantId` after every other column."""
     cap = params.max_set_size
     sets = dict(zip(SET_COLUMNS, agg.capped_sets(cap)))
     ports = agg.capped_ports(cap)
@@ -170,7 +183,7 @@ def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str,
         "LastSeen": format_iso_ms(agg.last_ms),
         "Parameters": {
             "TimeBinMs": params.bin_ms,
-            "PortThreshold": params.threshold,
+            "PortThreshold": params.threshold if threshold is None else threshold,
             "MaxSetSize": params.max_set_size,
             "MaxValueBytes": params.max_value_bytes,
             "MaxSetBytes": params.max_set_bytes,
@@ -179,11 +192,21 @@ def build_alert(key: WindowKey, agg: WindowAgg, params: RuleParams) -> dict[str,
         "TruncatedSets": truncated_in(sets),
         "TrimmedSets": [],
     }
+    if key.tenant:
+        alert["TenantId"] = key.tenant  # within the record budget: fit_alert counts it
     if params.nul_as_text:
         alert = nul_as_text(alert)
     return fit_alert(alert, params.max_alert_bytes, params.max_set_bytes)
 
 
-def alert_sort_key(alert: dict[str, Any]) -> tuple[int, str, str, str, str]:
-    """Output order: portCount descending, then TimeGenerated, cIP (then Computer, sIP: total order)."""
-    return (-alert["portCount"], alert["TimeGenerated"], alert["cIP"], alert["Computer"], alert["sIP"])
+def alert_sort_key(alert: dict[str, Any]) -> tuple[int, str, str, str, str, str]:
+    """Output order: portCount descending, then TimeGenerated, cIP (then Computer, sIP, TenantId: total
+    order)."""
+    return (
+        -alert["portCount"],
+        alert["TimeGenerated"],
+        alert["cIP"],
+        alert["Computer"],
+        alert["sIP"],
+        alert.get("TenantId", ""),
+    )

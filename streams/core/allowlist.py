@@ -13,6 +13,10 @@ stream judge a window alike: an entry applies to windows starting before it. Exa
 Kusto's case-sensitive `!in` does; a CIDR range matches a value that parses as an IP address in it (an
 IPv4-mapped IPv6 address such as `::ffff:10.0.0.1` is read as its IPv4 address), never any other text.
 
+Tenants (core.tenant): an entry may name a `tenant`; it then applies to that tenant's windows only, and
+an entry without one to every tenant's. A tenant's entry is keyed `["tenant","field","value"]` (a JSON
+array) on the allowlist topic, so entries of two tenants for one value never replace each other.
+
 Pure: parsing of CSV and JSON-lines text, matching, and the version (a digest of the entries) that each
 alert judged with it records. Reading files and topics is the adapters'.
 """
@@ -33,7 +37,7 @@ from streams.core.timefmt import parse_iso_ms
 
 FIELDS = ("cIP", "Computer", "sIP")
 IP_FIELDS = ("cIP", "sIP")
-COLUMNS = ("field", "value", "reason", "owner", "expires")
+COLUMNS = ("field", "value", "reason", "owner", "expires", "tenant")
 MAX_TEXT = 1024  # longest value, reason or owner kept (an allowlist is the operator's, still bounded)
 DAY_MS = 86_400_000
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,17 +57,30 @@ class Entry:
     owner: str = ""
     expires_ms: int | None = None  # the entry applies to windows starting before this
     network: IPNetwork | None = None  # set when `value` is a CIDR range
+    tenant: str = ""  # "" = every tenant's windows
 
     @property
     def id(self) -> str:
-        """`field:value`: the entry's name in metrics and its key on the allowlist topic."""
+        """`field:value` (a tenant's entry: `["tenant","field","value"]`): the entry's name in metrics and
+        its key on the allowlist topic."""
+        if self.tenant:
+            return orjson.dumps([self.tenant, self.field, self.value]).decode()
         return f"{self.field}:{self.value}"
 
     def applies_to(self, start_ms: int) -> bool:
         return self.expires_ms is None or start_ms < self.expires_ms
 
+    def applies(self, start_ms: int, tenant: str) -> bool:
+        """To the window of `tenant` starting at `start_ms`."""
+        return (self.expires_ms is None or start_ms < self.expires_ms) and (
+            not self.tenant or self.tenant == tenant
+        )
+
     def canonical(self) -> list[Any]:
-        return [self.field, self.value, self.reason, self.owner, self.expires_ms]
+        out: list[Any] = [self.field, self.value, self.reason, self.owner, self.expires_ms]
+        if self.tenant:
+            out.append(self.tenant)  # so a list without tenants keeps its version
+        return out
 
 
 def parse_expires(text: str) -> int | None:
@@ -108,7 +125,15 @@ def make_entry(record: dict[str, Any]) -> Entry:
         except ValueError as exc:
             raise AllowlistError(f"value {value[:80]!r} is not a CIDR range: {exc}") from None
         value = str(network)  # canonical: 10.1.2.3/8 -> 10.0.0.0/8
-    return Entry(name, value, texts["reason"], texts["owner"], parse_expires(texts["expires"]), network)
+    return Entry(
+        name,
+        value,
+        texts["reason"],
+        texts["owner"],
+        parse_expires(texts["expires"]),
+        network,
+        texts["tenant"],
+    )
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -165,21 +190,22 @@ class Allowlist:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def match(self, start_ms: int, cIP: str, Computer: str, sIP: str) -> Entry | None:
+    def match(self, start_ms: int, cIP: str, Computer: str, sIP: str, tenant: str = "") -> Entry | None:
         """The first entry (columns in the order cIP, Computer, sIP; exact values before ranges; then by
-        id) that allowlists the window starting at `start_ms` with this key; None when the window is
-        alerted as usual. A range costs one lookup per prefix length in use, not one test per range."""
+        id) that allowlists the window of `tenant` starting at `start_ms` with this key; None when the
+        window is alerted as usual. A range costs one lookup per prefix length in use, not one test per
+        range."""
         if not self.entries:
             return None
         for name, value in (("cIP", cIP), ("Computer", Computer), ("sIP", sIP)):
             for entry in self.exact.get((name, value), ()):
-                if entry.applies_to(start_ms):
+                if entry.applies(start_ms, tenant):
                     return entry
             by_version = self.ranges.get(name)
             if by_version:
                 addr = _ip(value)
                 if addr is not None:
-                    found = self._in_ranges(by_version.get(addr.version), addr, start_ms)
+                    found = self._in_ranges(by_version.get(addr.version), addr, start_ms, tenant)
                     if found is not None:
                         return found
         return None
@@ -189,6 +215,7 @@ class Allowlist:
         by_length: dict[int, dict[int, tuple[Entry, ...]]] | None,
         addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
         start_ms: int,
+        tenant: str = "",
     ) -> Entry | None:
         """The first (by id) range entry holding `addr` that applies to the window."""
         if not by_length:
@@ -198,14 +225,14 @@ class Allowlist:
         for length, nets in by_length.items():
             shift = bits - length
             for entry in nets.get(value >> shift << shift, ()):
-                if entry.applies_to(start_ms) and (best is None or entry.id < best.id):
+                if entry.applies(start_ms, tenant) and (best is None or entry.id < best.id):
                     best = entry
         return best
 
-    def matches_row(self, start_ms: int, row: dict[str, Any]) -> bool:
+    def matches_row(self, start_ms: int, row: dict[str, Any], tenant: str = "") -> bool:
         """Whether the `where ... !in (...)` clause removes this row (a W3CIISLog mapping) from the
-        window starting at `start_ms`: the specification the alert filter is tested against."""
-        return self.match(start_ms, row["cIP"], row["Computer"], row["sIP"]) is not None
+        window of `tenant` starting at `start_ms`: the specification the alert filter is tested against."""
+        return self.match(start_ms, row["cIP"], row["Computer"], row["sIP"], tenant) is not None
 
 
 @dataclass(slots=True)
@@ -227,7 +254,9 @@ def judge(alerts: Sequence[dict[str, Any]], allowlist: Allowlist | None) -> Verd
     for alert in alerts:
         start = parse_iso_ms(alert["WindowStart"])
         assert start is not None  # written by core.alerts
-        entry = allowlist.match(start, alert["cIP"], alert["Computer"], alert["sIP"])
+        entry = allowlist.match(
+            start, alert["cIP"], alert["Computer"], alert["sIP"], alert.get("TenantId", "")
+        )
         if entry is None:
             alert["AllowlistVersion"] = version
             kept.append(alert)
@@ -300,21 +329,36 @@ def _parse_csv(text: str, source: str) -> list[Entry]:
     return entries
 
 
+def _key_parts(text: str) -> dict[str, str]:
+    """field, value (and tenant) of a topic key: `field:value`, or `["tenant","field","value"]`."""
+    if text.startswith("["):
+        try:
+            parts = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            parts = None
+        if type(parts) is not list or len(parts) != 3 or not all(type(p) is str for p in parts):
+            raise AllowlistError(f"key {text[:80]!r} is not [tenant, field, value]")
+        return {"tenant": parts[0], "field": parts[1], "value": parts[2]}
+    name, sep, raw_value = text.partition(":")
+    if not sep:
+        raise AllowlistError(f"key {text[:80]!r} is not field:value")
+    return {"field": name, "value": raw_value}
+
+
 def entry_of_record(key: bytes | None, value: bytes | None) -> tuple[str, Entry | None]:
     """An allowlist-topic record: (entry id, the entry; None for a tombstone). The key is
-    `field:value`; the value is one JSON object with the keys of COLUMNS (field and value may be left
-    out: the key gives them). Raises AllowlistError for a record that is neither."""
+    `field:value`, or `["tenant","field","value"]` for a tenant's entry; the value is one JSON object
+    with the keys of COLUMNS (field, value and tenant may be left out: the key gives them). Raises
+    AllowlistError for a record that is neither."""
     if key is None:
         raise AllowlistError("record without a key (expected field:value)")
     try:
         text = key.decode("utf-8")
     except UnicodeDecodeError:
         raise AllowlistError("key is not UTF-8") from None
-    name, sep, raw_value = text.partition(":")
-    if not sep:
-        raise AllowlistError(f"key {text[:80]!r} is not field:value")
+    named = _key_parts(text)
     if value is None:
-        entry = make_entry({"field": name, "value": raw_value})  # validates; its id is canonical
+        entry = make_entry(named)  # validates; its id is canonical
         return entry.id, None
     try:
         record = orjson.loads(value)
@@ -322,9 +366,9 @@ def entry_of_record(key: bytes | None, value: bytes | None) -> tuple[str, Entry 
         raise AllowlistError(f"value is not JSON: {exc}") from None
     if not isinstance(record, dict):
         raise AllowlistError("value is not a JSON object")
-    record.setdefault("field", name)
-    record.setdefault("value", raw_value)
+    for column, text_value in named.items():
+        record.setdefault(column, text_value)
     entry = make_entry(record)
-    if entry.id != make_entry({"field": name, "value": raw_value}).id:
+    if entry.id != make_entry(named).id:
         raise AllowlistError(f"key {text[:80]!r} does not name the entry {entry.id[:80]!r}")
     return entry.id, entry

@@ -58,6 +58,7 @@ from streams.core.enrich import Enricher
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.rule import RuleParams
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, revision
+from streams.core.tenant import TenantThresholds
 from streams.core.timefmt import format_iso_ms
 from streams.core.windows import META_KEY, decode_key, key_start_ms
 
@@ -73,6 +74,8 @@ class StreamParams:
     max_skew_ms: int = 900_000
     early: bool = True
     final: bool = True
+    # Per-tenant thresholds (core.tenant), shared and reloaded by the adapter; None: rule.threshold for all.
+    tenant_thresholds: TenantThresholds | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -206,8 +209,13 @@ class PartitionEngine:
         for _, ev in batch:
             t = ev.time_ms
             start = t - t % bin_ms  # windows.bin_start, inline: this runs per event
-            # windows.encode_key(WindowKey(start, cIP, Computer, sIP)), with the start's prefix memoised
-            key = (prefixes.get(start) or self._prefix(start)) + dumps((ev.cIP, ev.Computer, ev.sIP))
+            # windows.encode_key(WindowKey(start, cIP, Computer, sIP, tenant)), the start's prefix memoised
+            tenant = ev.tenant
+            key = (prefixes.get(start) or self._prefix(start)) + (
+                dumps((tenant, ev.cIP, ev.Computer, ev.sIP))
+                if tenant
+                else dumps((ev.cIP, ev.Computer, ev.sIP))
+            )
             keys.append(key)
             if (start <= closed_before or (spilled and start + bin_ms in spilled)) and key not in open_:
                 load[key] = None
@@ -311,10 +319,11 @@ class PartitionEngine:
         for an open window, `late` on every change of a closed one."""
         p = self.params
         bin_ms, cap, threshold = p.rule.bin_ms, p.rule.max_set_size, p.rule.threshold
+        tenants = p.tenant_thresholds
         open_ = self.open
         early: list[dict[str, Any]] = []
         for key, rec in touched.items():
-            reached = rec.reaches(threshold, cap)
+            reached = rec.reaches(threshold if tenants is None else tenants.of_key(key), cap)
             if rec.closed:
                 if reached:
                     rec.alerts_sent += 1
@@ -362,6 +371,7 @@ class PartitionEngine:
         out.writes[META_KEY] = self.meta  # first: see the module docstring
         rule = self.params.rule
         cap, threshold, final = rule.max_set_size, rule.threshold, self.params.final
+        tenants = self.params.tenant_thresholds
         open_pop = self.open.pop
         spilled = self._spilled
         finals: list[dict[str, Any]] = []
@@ -375,7 +385,7 @@ class PartitionEngine:
                 rec.closed = True
                 if closed is not None:
                     closed.add(key)
-                if final and rec.port_count(cap) >= threshold:
+                if final and rec.port_count(cap) >= (threshold if tenants is None else tenants.of_key(key)):
                     rec.alerts_sent += 1
                     finals.append(self._alert(key, rec, "final"))
             if closed is not None:
@@ -429,13 +439,16 @@ class PartitionEngine:
         each, leaving out the keys listed there): their `final` alerts join `out`'s, in order."""
         rule = self.params.rule
         cap, threshold = rule.max_set_size, rule.threshold
+        tenants = self.params.tenant_thresholds
         finals: list[dict[str, Any]] = []
         for key, data in records:
             rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
             if rec.closed:
                 continue  # closed already: nothing to close (a record can only be so if it is)
             rec.closed = True
-            if self.params.final and rec.port_count(cap) >= threshold:
+            if self.params.final and rec.port_count(cap) >= (
+                threshold if tenants is None else tenants.of_key(key)
+            ):
                 rec.alerts_sent += 1
                 finals.append(self._alert(key, rec, "final"))
         if finals:
@@ -450,9 +463,14 @@ class PartitionEngine:
         return sum(self._spilled.values())
 
     def _alert(self, key: bytes, rec: WindowRecord, phase: str) -> dict[str, Any]:
-        alert = build_alert(decode_key(key), rec, self.params.rule)
+        tenants = self.params.tenant_thresholds
+        window = decode_key(key)
+        threshold = None if tenants is None else tenants.of(window.tenant)
+        alert = build_alert(window, rec, self.params.rule, threshold)
         alert["Revision"] = revision(rec)
         alert["Phase"] = phase
+        if window.tenant:
+            alert["TenantId"] = alert.pop("TenantId")  # after the stream's columns too
         return alert
 
     # ------------------------------------------------------------------ introspection

@@ -8,8 +8,9 @@ a SIEM connector reads them without a mapping of its own:
   (HostName), IP <- `sIP` (Address); `AlertEntities` the same with this alert's values
   (Sentinel's `Entities` JSON shape: `Type` ip/host and the identifier);
 - `CustomDetails`: `portCount`, `DistinctPortCount`, `ConnectionsCount`, `FirstPorts` (the first 10
-  ports), `FirstSeen`, `LastSeen` - 6 of Sentinel's 20 allowed, each a list of strings as Sentinel
-  shows them, and within its 64 KB (bounded below);
+  ports), `FirstSeen`, `LastSeen` (and `TenantId` for a tenant's alert, core.tenant) - 6 or 7 of
+  Sentinel's 20 allowed, each a list of strings as Sentinel shows them, and within its 64 KB (bounded
+  below);
 - `AlertDisplayName`: "Port scan from {{cIP}} against {{Computer}}" rendered (Sentinel's
   alertDisplayNameFormat, at most 256 characters).
 
@@ -46,7 +47,7 @@ def render_title(alert: dict[str, Any], fmt: str = TITLE_FORMAT) -> str:
 
 def details(alert: dict[str, Any]) -> dict[str, list[str]]:
     """The custom details: name -> values as strings (how Sentinel shows them)."""
-    return {
+    out = {
         "portCount": [str(alert["portCount"])],
         "DistinctPortCount": [str(alert["DistinctPortCount"])],
         "ConnectionsCount": [str(alert["ConnectionsCount"])],
@@ -54,6 +55,9 @@ def details(alert: dict[str, Any]) -> dict[str, list[str]]:
         "FirstSeen": [alert["FirstSeen"]],
         "LastSeen": [alert["LastSeen"]],
     }
+    if "TenantId" in alert:
+        out["TenantId"] = [alert["TenantId"]]
+    return out
 
 
 def add_entities(alert: dict[str, Any], max_record_bytes: int | None = None) -> dict[str, Any]:

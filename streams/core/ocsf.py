@@ -22,9 +22,9 @@ the class (1.1.0 onwards) has, so a consumer pinned to an older schema reads it 
   No `confidence`: the rule states none.
 - `metadata`: `version` = OCSF_VERSION, `product` = iis-portscan and its version, `correlation_uid` =
   AlertId, `sequence` = the alert's Revision and `uid` = "AlertId:Revision" (one per content: a
-  record published again after a crash carries the same uid). A `replay` alert has no Revision: it is
-  the window closed, so it gets the revision the stream's final (or last late) alert for the same
-  events carries, 2 x ConnectionsCount + 1.
+  record published again after a crash carries the same uid), `tenant_uid` = TenantId (--tenant-field).
+  A `replay` alert has no Revision: it is the window closed, so it gets the revision the stream's final
+  (or last late) alert for the same events carries, 2 x ConnectionsCount + 1.
 - `evidences`: one artifact, `src_endpoint` the client (cIP) and `dst_endpoint` the server (sIP,
   Computer). An address becomes `ip` only when it is one (the client controls cIP; OCSF's ip_t allows
   at most 40 characters), else the endpoint's `name`; Computer becomes `hostname` when it is a DNS
@@ -195,6 +195,8 @@ def _finding(alert: dict[str, Any]) -> dict[str, Any]:
     }
     if revision <= _INT32_MAX:
         metadata["sequence"] = revision
+    if "TenantId" in alert:
+        metadata["tenant_uid"] = alert["TenantId"]  # --tenant-field (core.tenant)
     record: dict[str, Any] = {
         "activity_id": activity,
         "activity_name": _ACTIVITY_NAMES[activity],

@@ -30,6 +30,7 @@ class IISEvent:
     scStatus: str = ""
     scSubStatus: str = ""
     scWin32Status: str = ""
+    tenant: str = ""  # "" without --tenant-field (core.tenant); never a W3CIISLog column
 
 
 class Reason(StrEnum):
@@ -47,6 +48,7 @@ class Reason(StrEnum):
     TOO_LATE = "too-late"  # stream only: older than the retention
     UNPUBLISHABLE = "unpublishable"  # stream only: a record we made that the broker refused (too large)
     TOO_LARGE = "too-large"  # files only (replay, produce): a line or document over the input bounds
+    TENANT_MISSING = "tenant-missing"  # --tenant-field set, the event has none, no --tenant-default
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ import orjson
 
 from streams.core.parse import MAX_KEY_CHARS, event_from_record, key_too_long, port_value, records_of
 from streams.core.records import IISEvent, ParseError, Reason
+from streams.core.tenant import TenantSpec
 from streams.core.timefmt import parse_iso_ms
 from streams.core.w3c import DEFAULT_W3C_FIELDS, W3CParser
 
@@ -222,9 +223,12 @@ class MessageReader:
     errors). `w3c_fields`: the layout of W3C lines that arrive without a `#Fields` header (None = IIS's
     default). `dash_as_null`: read a W3C `-` (and what shippers make of it) as "" rather than "-".
     `force`: None (recognise each message) or one of FORMATS. `max_sources`: W3C sources remembered.
+    `tenant`: a `field:` or `fixed:` tenant (core.tenant) set on every event read, from its record; a
+    record whose tenant cannot be used is read as the error instead. None: no tenants (or a `header:`
+    one, which the adapter sets from the message).
     """
 
-    __slots__ = ("_computer", "_dash", "_fields", "_force", "_max_sources", "_sources")
+    __slots__ = ("_computer", "_dash", "_fields", "_force", "_max_sources", "_sources", "_tenant")
 
     def __init__(
         self,
@@ -233,6 +237,7 @@ class MessageReader:
         dash_as_null: bool = False,
         force: str | None = None,
         max_sources: int = MAX_SOURCES,
+        tenant: TenantSpec | None = None,
     ) -> None:
         if force is not None and force not in FORMATS:
             raise ValueError(f"force must be one of {', '.join(FORMATS)} or None, got {force!r}")
@@ -242,6 +247,7 @@ class MessageReader:
         self._force = force
         self._max_sources = max(1, max_sources)
         self._sources: OrderedDict[tuple[str | None, str | None], W3CParser] = OrderedDict()
+        self._tenant = tenant if tenant is not None and tenant.source != "header" else None
 
     @property
     def force(self) -> str | None:
@@ -262,6 +268,11 @@ class MessageReader:
 
     def read_text(self, payload: bytes | str) -> Read:
         """A payload that is not JSON: a raw W3C line (or several), unless it looks like broken JSON."""
+        if self._tenant is not None:
+            return self._tenant.stamp(self._read_text(payload), None)
+        return self._read_text(payload)
+
+    def _read_text(self, payload: bytes | str) -> Read:
         if isinstance(payload, bytes):
             try:
                 text = payload.decode("utf-8")
@@ -300,6 +311,11 @@ class MessageReader:
 
     def read_record(self, obj: Any) -> Read:
         """One decoded record: an object of any recognised shape, or a string holding a W3C line."""
+        if self._tenant is not None:
+            return self._tenant.stamp(self._read_record(obj), obj)
+        return self._read_record(obj)
+
+    def _read_record(self, obj: Any) -> Read:
         force = self._force
         if type(obj) is dict:
             if force is None:

@@ -107,7 +107,7 @@ class Sweep:
                     bin_ms,
                     threshold,
                     len(verdict.kept),
-                    len({a["cIP"] for a in verdict.kept}),
+                    len({(a.get("TenantId", ""), a["cIP"]) for a in verdict.kept}),  # per tenant
                     sum(1 for _, r in pages if r["Kind"] == "page"),
                     len(verdict.suppressed),
                 )

@@ -20,13 +20,15 @@ def is_window_key(key: bytes) -> bool:
 class WindowKey(NamedTuple):
     """The rule's group: `bin(TimeGenerated, 10m), cIP, Computer, sIP`.
 
-    `start_ms` is the bin start in epoch ms; the window is `[start_ms, start_ms + bin_ms)`.
+    `start_ms` is the bin start in epoch ms; the window is `[start_ms, start_ms + bin_ms)`. With
+    `--tenant-field` the group's first column is the tenant (core.tenant); "" without tenants.
     """
 
     start_ms: int
     cIP: str
     Computer: str
     sIP: str
+    tenant: str = ""
 
 
 def bin_start(time_ms: int, bin_ms: int) -> int:
@@ -34,13 +36,25 @@ def bin_start(time_ms: int, bin_ms: int) -> int:
     return time_ms - time_ms % bin_ms
 
 
+def group_json(tenant: str, cip: str, computer: str, sip: str) -> bytes:
+    """The group part of a store key: `[cIP, Computer, sIP]`, or `[tenant, cIP, Computer, sIP]` for a
+    tenant's window (so a key without a tenant is byte-identical to one made before tenants existed)."""
+    if tenant:
+        return orjson.dumps((tenant, cip, computer, sip))
+    return orjson.dumps((cip, computer, sip))
+
+
 def encode_key(key: WindowKey) -> bytes:
     """Store key: zero-padded start first, so a sorted store (RocksDB) lists windows by time."""
-    return b"%013d%s" % (key.start_ms, orjson.dumps((key.cIP, key.Computer, key.sIP)))
+    return b"%013d%s" % (key.start_ms, group_json(key.tenant, key.cIP, key.Computer, key.sIP))
 
 
 def decode_key(data: bytes) -> WindowKey:
-    cip, computer, sip = orjson.loads(data[START_DIGITS:])
+    parts = orjson.loads(data[START_DIGITS:])
+    if len(parts) == 4:
+        tenant, cip, computer, sip = parts
+        return WindowKey(int(data[:START_DIGITS]), cip, computer, sip, tenant)
+    cip, computer, sip = parts
     return WindowKey(int(data[:START_DIGITS]), cip, computer, sip)
 
 
@@ -51,5 +65,8 @@ def key_start_ms(data: bytes) -> int:
 
 def routing_key(event: IISEvent) -> bytes:
     """The message key that puts every event of one (cIP, Computer, sIP) in one partition: what the
-    router and `iis-portscan produce` key by."""
+    router and `iis-portscan produce` key by. A tenant's event is keyed `tenant|cIP|Computer|sIP`, so one
+    tenant's windows of a key land together, apart from another tenant's."""
+    if event.tenant:
+        return f"{event.tenant}|{event.cIP}|{event.Computer}|{event.sIP}".encode()
     return f"{event.cIP}|{event.Computer}|{event.sIP}".encode()

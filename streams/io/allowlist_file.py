@@ -30,6 +30,10 @@ class AllowlistFile:
     def read(self) -> list[Entry]:
         """Its entries; AllowlistError naming the file (and line) when it cannot be read or used. The
         signature is taken before reading, so a write during the read is seen by the next check."""
+        return parse_text(self.read_text(), self.path)
+
+    def read_text(self) -> str:
+        """Its text (AllowlistError when it cannot be read), the signature taken before reading."""
         signature = self._stat()
         try:
             if signature is not None and signature[1] > MAX_FILE_BYTES:
@@ -43,4 +47,4 @@ class AllowlistFile:
             self.signature = signature
             raise AllowlistError(f"{self.path}: not UTF-8 text") from None
         self.signature = signature
-        return parse_text(text, self.path)
+        return text

@@ -29,6 +29,7 @@ import orjson
 from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
+from streams.core.tenant import TenantSpec
 from streams.core.w3c import W3CParser
 from streams.settings import ConfigError, Settings
 
@@ -47,11 +48,12 @@ class SourceOptions:
 
     `computer`: for a W3C .log file, every line's Computer; for messages, the Computer of those that
     name no host (neither the line's s-computername nor the envelope's host). Unset: this host's name
-    when `host_fallback` (files read here), else none (the worker: such records are dead-lettered).
+    when `files` (replay's and produce's files), else none (the worker: such records are dead-lettered).
     `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
     (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
-    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring).
+    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring). `tenant`: the
+    tenant set on every event (core.tenant; for `files`, `field:` or `fixed:`: a file has no Kafka headers).
     """
 
     computer: str | None = None
@@ -60,11 +62,15 @@ class SourceOptions:
     w3c_fields: str = ""
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
-    host_fallback: bool = True
+    tenant: TenantSpec | None = None
+    files: bool = True
 
     @classmethod
-    def of(cls, settings: Settings, host_fallback: bool = True) -> SourceOptions:
-        """The input options of every command, from one Settings."""
+    def of(
+        cls, settings: Settings, files: bool = True, tenant: TenantSpec | str | None = "configured"
+    ) -> SourceOptions:
+        """The input options of every command, from one Settings; `tenant`: in place of --tenant-field's
+        (the detector behind the router reads the router's header)."""
         return cls(
             computer=settings.computer or None,
             dash_as_null=settings.w3c_dash_as_empty,
@@ -72,10 +78,16 @@ class SourceOptions:
             w3c_fields=settings.w3c_fields,
             max_line_bytes=settings.max_line_bytes,
             max_document_bytes=settings.max_document_bytes,
-            host_fallback=host_fallback,
+            tenant=settings.tenant_spec() if isinstance(tenant, str) else tenant,
+            files=files,
         )
 
     def __post_init__(self) -> None:
+        if self.files and self.tenant is not None and self.tenant.source == "header":
+            raise ConfigError(
+                f"--tenant-field {self.tenant}: files carry no Kafka headers; use fixed:TENANT for a file of "
+                "one tenant, or field:NAME"
+            )
         if self.input_format != "auto" and self.input_format not in FORMATS:
             raise ConfigError(f"--input-format takes auto, {', '.join(FORMATS)}, got {self.input_format!r}")
         problem = w3c_fields_problem(self.w3c_fields or None)
@@ -91,10 +103,11 @@ def message_reader(options: SourceOptions) -> MessageReader:
     """The reader of messages: one per file (layouts learnt from #Fields lines stay within it), one
     each for the worker's router and detector."""
     return MessageReader(
-        computer=options.computer or (socket.gethostname() if options.host_fallback else None),
+        computer=options.computer or (socket.gethostname() if options.files else None),
         w3c_fields=options.w3c_fields or None,
         dash_as_null=options.dash_as_null,
         force=None if options.input_format == "auto" else options.input_format,
+        tenant=options.tenant,
     )
 
 
@@ -228,6 +241,7 @@ def _iter_w3c(
         dash_as_null=options.dash_as_null,
         fields=parse_w3c_fields(options.w3c_fields or None),  # lines before any #Fields directive
     )
+    tenant = options.tenant
     for number, raw in enumerate(lines, 1):
         if isinstance(raw, int):
             yield f"{path}:{number}", _too_long(raw, options.max_line_bytes)
@@ -235,6 +249,8 @@ def _iter_w3c(
         text = _decode(raw)
         result = text if isinstance(text, ParseError) else parser.feed(text)
         if result is not None:
+            if tenant is not None and type(result) is IISEvent:  # a line has no fields but its columns
+                result = tenant.stamp([(None, result)], None)[0][1]
             yield f"{path}:{number}", result
 
 

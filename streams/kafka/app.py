@@ -21,12 +21,13 @@ import faust
 from faust.types import TP
 
 from streams.io.sources import SourceOptions, message_reader
+from streams.io.tenant_file import tenant_stream_params
 from streams.kafka.client_config import kafka_client
 from streams.kafka.detector import Detector
 from streams.kafka.faust_compat import App as BatchingApp
 from streams.kafka.faust_compat import BatchingConsumer
 from streams.kafka.gate import open_gate
-from streams.kafka.messages import MessageDecoder
+from streams.kafka.messages import MessageDecoder, detector_tenant
 from streams.kafka.metrics import Metrics, summary
 from streams.kafka.producer import AsyncProducer
 from streams.kafka.publisher import Publisher
@@ -104,6 +105,9 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     store = open_window_store(app, settings, producer, partitions)
     metrics = Metrics()
     gate = open_gate(settings, producer, metrics)
+    tenant = settings.tenant_spec()  # streams.core.tenant; None without --tenant-field
+    params, thresholds_file = tenant_stream_params(settings)  # --tenant-thresholds
+    metrics.soc["tenant_thresholds_reloads"] = thresholds_file.reloads if thresholds_file is not None else 0
     publisher = Publisher(
         producer,
         settings.alert_topic,
@@ -117,16 +121,19 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         cast(BatchingConsumer, app.consumer).ack_through(done)
 
     detector = Detector(
-        settings.stream_params(),
+        params,
         store,
         publisher,
         acknowledge,
         checkpoint_ms=settings.checkpoint_interval,
         metrics=metrics,
         trust_headers=not settings.input_keyed,  # only the app's own repartition topic carries positions
-        reader=message_reader(SourceOptions.of(settings, host_fallback=False)),
+        reader=message_reader(
+            SourceOptions.of(settings, files=False, tenant=detector_tenant(tenant, not settings.input_keyed))
+        ),
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
+        tenant=detector_tenant(tenant, not settings.input_keyed),
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:
@@ -138,7 +145,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     subscribe(app, source, "detect", detector.process)
     if not settings.input_keyed:
         router = Router(
-            MessageDecoder(message_reader(SourceOptions.of(settings, host_fallback=False))),
+            MessageDecoder(message_reader(SourceOptions.of(settings, files=False)), tenant),
             publisher,
             metrics,
             source.get_topic_name(),
@@ -153,7 +160,16 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
     consumed = [source_name] if settings.input_keyed else [source_name, settings.input_topic]
     status = WorkerStatus(app, detector, store, metrics, source_name, consumed)
     metrics.snapshot = status.snapshot
-    schedule(app, status, gate.refresh)
+
+    def refresh_lists() -> None:
+        """A changed allowlist (file or topic) or thresholds file is in force from the next batch on."""
+        gate.refresh()
+        if thresholds_file is not None:
+            thresholds_file.refresh()
+            metrics.soc["tenant_thresholds_reloads"] = thresholds_file.reloads
+            metrics.soc["tenant_thresholds_errors"] = thresholds_file.errors
+
+    schedule(app, status, refresh_lists)
     if settings.web_port > 0:
         serve_pages(app, status, settings.stall_timeout / 1000)
     return Job(app, detector, source, settings)
@@ -169,13 +185,13 @@ def subscribe(app: Any, topic: Any, name: str, handler: Any) -> None:
             raise RuntimeError(f"{name} input reached faust's per-message path")
 
 
-def schedule(app: Any, status: WorkerStatus, refresh_allowlist: Any) -> None:
-    """The timers (idleness, allowlist, the metrics log line) and the rebalance callbacks."""
+def schedule(app: Any, status: WorkerStatus, refresh_lists: Any) -> None:
+    """The timers (idleness, allowlist and thresholds, the metrics log line) and the rebalance callbacks."""
     detector, metrics, source = status.detector, status.metrics, status.source
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
-        refresh_allowlist()  # a changed file or topic is in force from the next batch on
+        refresh_lists()
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def tick() -> None:

@@ -49,6 +49,7 @@ from streams.core.notify import is_state_key
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
 from streams.core.state_records import NO_TIME, Meta, WindowRecord, position
+from streams.core.tenant import TenantSpec
 from streams.core.windows import START_DIGITS
 from streams.errors import Fenced
 from streams.kafka.gate import Gate
@@ -102,6 +103,7 @@ class Detector:
         reader: MessageReader | None = None,
         max_open_windows: int = 0,
         gate: Gate | None = None,
+        tenant: TenantSpec | None = None,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -115,7 +117,7 @@ class Detector:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        self.decoder = MessageDecoder(reader)
+        self.decoder = MessageDecoder(reader, tenant)  # tenant: see streams.kafka.messages
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -238,7 +240,7 @@ class Detector:
         dead: list[DeadLetter] = []
         append, from_message = batch.append, origin.append
         trusted = self.trust_headers
-        single, records = self.decoder.single, self.decoder.records
+        single, records, stamp = self.decoder.single, self.decoder.records, self.decoder.stamp
         own_source = position(partition, 0)
         for msg in msgs:
             if trusted and msg.headers:  # forwarded by the router: the original input position
@@ -247,10 +249,13 @@ class Detector:
                 pos = own_source | (msg.offset << SEQ_SHIFT)
             event = single(msg.value)
             if event is not None:  # the hot path: one valid record
-                append((pos, event))
-                from_message(msg)
+                if stamp is None or stamp(msg, event, None, now, dead, trusted):
+                    append((pos, event))
+                    from_message(msg)
                 continue
             for index, event in records(msg, now, dead, trusted):
+                if stamp is not None and not stamp(msg, event, index, now, dead, trusted):
+                    continue
                 if index is not None:
                     in_envelope[len(batch)] = index
                 append((pos | (index or 0), event))
@@ -382,10 +387,11 @@ class Detector:
         for alert in out.alerts:
             self.metrics.alerts[alert["Phase"]] += 1
             log.info(
-                "alert %s rev %d %s: %s -> %s/%s %d ports (%d distinct) in %s",
+                "alert %s rev %d %s: %s%s -> %s/%s %d ports (%d distinct) in %s",
                 alert["Phase"],
                 alert["Revision"],
                 alert["AlertId"],
+                f"tenant {alert['TenantId']}: " if "TenantId" in alert else "",  # escaped like the rest
                 alert["cIP"],
                 alert["Computer"],
                 alert["sIP"],

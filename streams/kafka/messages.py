@@ -5,12 +5,17 @@ core's MessageReader (envelopes, shippers' formats, bad input). Its position, fo
 exactly-once state effect, is its input partition and offset, or the original input's when the router
 forwarded it: the router writes that in `src-*` headers, which are trusted only on the app's own
 repartition topic (on an input topic any producer could set them and make real events look applied).
+
+Tenants (core.tenant): the router resolves each event's tenant as `--tenant-field` says and forwards it
+in the `src-tenant` header, which the detector reads on the repartition topic (`detector_tenant`); with
+`--input-keyed` the detector resolves it itself. A `field:` tenant is read with the record (the reader, or
+the fast path's struct), a `header:` or `fixed:` one per message (`MessageDecoder.stamp`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams.core.deadletter import dead_letter, dead_letter_key
@@ -18,12 +23,14 @@ from streams.core.parse import single_event
 from streams.core.records import IISEvent, ParseError
 from streams.core.shippers import MessageReader
 from streams.core.state_records import position
+from streams.core.tenant import H_TENANT, TenantSpec, single_event_with_tenant
 from streams.core.windows import routing_key
 
 __all__ = [
     "DeadLetter",
     "MessageDecoder",
     "dead_letter_of",
+    "detector_tenant",
     "forward_headers",
     "routing_key",
     "source_position",
@@ -40,14 +47,25 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def forward_headers(msg: Any, index: int | None) -> list[tuple[str, bytes]]:
-    """Where a forwarded record came from (see `source_position`)."""
-    return [
+def forward_headers(msg: Any, index: int | None, tenant: str = "") -> list[tuple[str, bytes]]:
+    """Where a forwarded record came from (see `source_position`), and its tenant when it has one."""
+    headers = [
         (H_TOPIC, msg.topic.encode()),
         (H_PARTITION, str(msg.partition).encode()),
         (H_OFFSET, str(msg.offset).encode()),
         (H_INDEX, b"" if index is None else str(index).encode()),
     ]
+    if tenant:
+        headers.append((H_TENANT, tenant.encode()))
+    return headers
+
+
+def detector_tenant(spec: TenantSpec | None, forwarded: bool) -> TenantSpec | None:
+    """How the detector reads tenants: on the repartition topic (`forwarded`) the router's `src-tenant`
+    header, else as configured."""
+    if spec is None or not forwarded:
+        return spec
+    return TenantSpec("header", H_TENANT)
 
 
 def source_position(msg: Any, partition: int, trusted: bool) -> int:
@@ -85,14 +103,37 @@ def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
 
 class MessageDecoder:
     """The events of a message: `single` (the fast path: one W3CIISLog record, else None), then
-    `records` for the rest."""
+    `records` for the rest; with a `header:` or `fixed:` tenant, `stamp` sets each event's (None
+    otherwise: no tenants, or a `field:` one, which the reader and `single` set)."""
 
-    __slots__ = ("reader", "single")
+    __slots__ = ("reader", "single", "stamp", "tenant")
 
-    def __init__(self, reader: MessageReader | None = None) -> None:
+    def __init__(self, reader: MessageReader | None = None, tenant: TenantSpec | None = None) -> None:
         self.reader = reader or MessageReader()
         # W3CIISLog records go the fast path unless another reading is forced on every message.
-        self.single = single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
+        self.single: Callable[[bytes | str | None], IISEvent | None] = (
+            single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
+        )
+        self.tenant = tenant
+        self.stamp: Callable[[Any, IISEvent, int | None, int, list[DeadLetter], bool], bool] | None = None
+        if tenant is not None and tenant.source == "field":
+            fast = single_event_with_tenant(tenant) if self.single is single_event else None
+            self.single = fast or _no_fast_path
+        elif tenant is not None:
+            self.stamp = self._stamp
+
+    def _stamp(
+        self, msg: Any, event: IISEvent, index: int | None, now: int, dead: list[DeadLetter], trusted: bool
+    ) -> bool:
+        """Set the event's tenant from its message; False (and a dead letter) when it has none usable."""
+        spec = self.tenant
+        assert spec is not None
+        tenant = spec.name if spec.source == "fixed" else spec.of_headers(msg.headers)
+        if type(tenant) is str:
+            event.tenant = tenant
+            return True
+        dead.append(dead_letter_of(tenant, msg, index, now, trusted))  # type: ignore[arg-type]
+        return False
 
     def records(
         self, msg: Any, now: int, dead: list[DeadLetter], trusted: bool

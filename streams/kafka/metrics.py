@@ -46,6 +46,8 @@ SOC_HELP = {  # streams.kafka.gate's counters (issue 24)
     "notifications_summary": "notification summaries sent (at a period's close, or revised by a late alert)",
     "notifications_cap": "cap records sent (a period's pages reached --notify-cap)",
     "notifications_suppressed": "alerts that joined a notification without paging",
+    "tenant_thresholds_reloads": "times the --tenant-thresholds file was read (at start and on every change)",
+    "tenant_thresholds_errors": "--tenant-thresholds versions refused (the previous table stayed in force)",
 }
 SECONDS_HELP = {
     "processing": "seconds spent processing batches",

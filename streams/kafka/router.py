@@ -1,5 +1,6 @@
 """The router: re-keys input records by (cIP, Computer, sIP) into the repartition topic, so that all
-events of a window meet in one partition, when the input is not keyed that way."""
+events of a window meet in one partition, when the input is not keyed that way. With tenants the key
+starts with the tenant, which the `src-tenant` header carries to the detector (streams.kafka.messages)."""
 
 from __future__ import annotations
 
@@ -40,17 +41,21 @@ class Router:
         dead: list[DeadLetter] = []
         send = self.publisher.producer.send
         topic = self.by_key_topic
-        single, records = self.decoder.single, self.decoder.records
+        single, records, stamp = self.decoder.single, self.decoder.records, self.decoder.stamp
         routed = 0
         for msg in (msg for batch in fetch.values() for msg in batch):
             event = single(msg.value)
             if event is not None:  # the hot path: one valid record, forwarded as it came
-                send(topic, routing_key(event), msg.value, headers=forward_headers(msg, None))
-                routed += 1
+                if stamp is None or stamp(msg, event, None, now, dead, False):
+                    headers = forward_headers(msg, None, event.tenant)  # the tenant: see messages
+                    send(topic, routing_key(event), msg.value, headers=headers)
+                    routed += 1
                 continue
             for index, event in records(msg, now, dead, trusted=False):
+                if stamp is not None and not stamp(msg, event, index, now, dead, False):
+                    continue
                 value = orjson.dumps(event_record(event))  # self-contained: the detector's fast path
-                send(topic, routing_key(event), value, headers=forward_headers(msg, index))
+                send(topic, routing_key(event), value, headers=forward_headers(msg, index, event.tenant))
                 routed += 1
         self.metrics.counts["routed"] += routed
         for _, record in dead:

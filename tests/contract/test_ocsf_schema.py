@@ -264,6 +264,9 @@ def records() -> list[tuple[str, dict[str, Any]]]:
     made = [(f"stream-{a['Phase']}-{i}", to_ocsf(a, 900_000)) for i, a in enumerate(stream_alerts())]
     made += [(f"replay-{i}", to_ocsf(a, 900_000)) for i, a in enumerate(replay_alerts()[:5])]
     made += [(f"edge-{i}", to_ocsf(a, 65_536)) for i, a in enumerate(edge_alerts())]
+    made += [
+        ("tenant", to_ocsf({**replay_alerts()[0], "TenantId": "contoso"}, 65_536))
+    ]  # metadata.tenant_uid
     example = json.loads((SCHEMAS / "examples" / OURS.replace(".schema.json", ".example.json")).read_text())
     return [*made, ("example", example)]
 
@@ -284,6 +287,7 @@ def test_records_cover_every_kind() -> None:
     assert any("name" in r.get("evidences", [{}])[0].get("src_endpoint", {}) for _, r in made)
     assert any("evidences" not in r for _, r in made)
     assert any(r["unmapped"]["TrimmedSets"] for _, r in made)
+    assert any(r["metadata"].get("tenant_uid") == r["unmapped"].get("TenantId") == "contoso" for _, r in made)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

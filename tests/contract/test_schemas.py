@@ -62,11 +62,16 @@ def test_built_alerts_validate_and_match_schema_properties() -> None:
         agg.add(key.start_ms + p, p, ("-", "a b", "W3SVC1", "ua", "GET", "404.0", "See", "2", "x"), 128)
     alert = build_alert(key, agg, RuleParams())
     v.validate(alert)
-    # the stream's Revision and Phase; --allowlist's version; --alert-entities' fields
-    optional = {"Revision", "Phase", "AllowlistVersion", *ADDED}
+    # the stream's Revision and Phase; --allowlist's version; --alert-entities' fields; --tenant-field's
+    optional = {"Revision", "Phase", "AllowlistVersion", "TenantId", *ADDED}
     assert set(alert) == set(load("alert.schema.json")["properties"]) - optional
     v.validate({**alert, "Revision": 2, "Phase": "final"})
     v.validate({**add_entities(dict(alert)), "AllowlistVersion": "sha256:0123456789abcdef"})
+    tenants = build_alert(key._replace(tenant="contoso"), agg, RuleParams())
+    assert list(tenants)[-1] == "TenantId" and tenants["TenantId"] == "contoso"
+    v.validate(add_entities(tenants))
+    with pytest.raises(jsonschema.ValidationError):
+        v.validate({**alert, "TenantId": ""})
     with pytest.raises(jsonschema.ValidationError):
         v.validate({**alert, "Revision": 2, "Phase": "closed"})
 

@@ -224,7 +224,17 @@ def test_engine_over_store_with_spilled_windows_equals_replay(
     check_engine_over_store(make_store, bound)
 
 
-def check_engine_over_store(make_store: Callable[[], WindowStore], bound: int | None) -> None:
+@pytest.mark.parametrize("bound", [None, 2])
+def test_engine_over_store_with_tenants_equals_replay(
+    make_store: Callable[[], WindowStore], bound: int | None
+) -> None:
+    """The same with two tenants sharing every key (core.tenant): their windows apart in the store too."""
+    check_engine_over_store(make_store, bound, tenants=("contoso", "fabrikam"))
+
+
+def check_engine_over_store(
+    make_store: Callable[[], WindowStore], bound: int | None, tenants: tuple[str, ...] = ("",)
+) -> None:
     params = StreamParams(
         rule=RuleParams(threshold=6), grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12
     )
@@ -233,6 +243,9 @@ def check_engine_over_store(make_store: Callable[[], WindowStore], bound: int | 
         IISEvent(T0 + rnd.randrange(3 * BIN), rnd.choice("abc"), "WEB01", "10.0.0.11", rnd.randint(1, 15))
         for _ in range(400)
     ]
+    if tenants != ("",):  # (no draw otherwise: the scenarios without tenants stay as they were)
+        for event in events:
+            event.tenant = rnd.choice(tenants)
     stream = list(enumerate(events))
 
     async def go() -> dict[str, dict[str, Any]]:
@@ -289,6 +302,7 @@ def check_engine_over_store(make_store: Callable[[], WindowStore], bound: int | 
         tuple(str(a[k]) for k in keys) for a in expected
     )
     assert len(expected) > 3
+    assert {a.get("TenantId", "") for a in expected} == set(tenants)
 
 
 def test_rocksdb_changelog_mirrors_every_write_and_tombstones(tmp_path: Path) -> None:

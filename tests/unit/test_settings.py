@@ -171,8 +171,8 @@ def test_the_workers_reader_follows_the_input_settings() -> None:
 
     line = b"2026-01-01 00:00:03 10.0.0.11 GET / - 443 - 198.51.100.7 curl/8 - 200 0 0 46"
     worker = Settings.load(None, {"PORTSCAN_W3C_DASH_AS_EMPTY": "true", "PORTSCAN_INPUT_FORMAT": "raw"})
-    ((_, unnamed),) = message_reader(SourceOptions.of(worker, host_fallback=False)).read(line)
+    ((_, unnamed),) = message_reader(SourceOptions.of(worker, files=False)).read(line)
     assert not isinstance(unnamed, IISEvent)  # no host named, no --computer: a dead letter
     named = worker.with_(computer="WEB7")
-    ((_, event),) = message_reader(SourceOptions.of(named, host_fallback=False)).read(line)
+    ((_, event),) = message_reader(SourceOptions.of(named, files=False)).read(line)
     assert isinstance(event, IISEvent) and event.Computer == "WEB7" and event.csUserName == ""

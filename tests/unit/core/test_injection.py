@@ -181,3 +181,11 @@ def test_replay_output_and_report_are_escaped(tmp_path: Path, capsys: pytest.Cap
     assert orjson.loads(alert_line)["set_csUserAgent"] == ["agent\u202e\x85\u2028" + FORGED]
     assert all(line.isprintable() for line in err.splitlines()), err
     assert len(err.splitlines()) == 2, err  # the bad record's line and the summary
+
+
+def test_a_hostile_tenant_is_escaped_in_the_table_and_the_json() -> None:
+    alert = {**ALERT, "TenantId": "contoso\x1b]0;owned\x07\u202e" + FORGED}
+    row = alerts_cli.pretty(alert)
+    assert row.isprintable() and "\n" not in row and "tenant contoso\\x1b]0;owned\\x07\\u202e" in row
+    line = alerts_cli.json_line(alert)
+    assert no_raw(line) and line.isascii() and orjson.loads(line) == alert

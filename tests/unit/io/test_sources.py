@@ -59,14 +59,14 @@ def test_options_of_settings_carry_every_input_setting() -> None:
         "raw",
         4096,
     )
-    assert options.host_fallback and not SourceOptions.of(settings, host_fallback=False).host_fallback
+    assert options.files and not SourceOptions.of(settings, files=False).files
 
 
 def test_files_fall_back_to_this_host_the_worker_to_none() -> None:
     files = message_reader(SourceOptions(input_format="raw"))
     ((_, event),) = files.read(LINE)
     assert isinstance(event, IISEvent) and event.Computer == socket.gethostname()
-    worker = message_reader(SourceOptions(input_format="raw", host_fallback=False))
+    worker = message_reader(SourceOptions(input_format="raw", files=False))
     ((_, error),) = worker.read(LINE)
     assert not isinstance(error, IISEvent)
 
