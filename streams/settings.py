@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from streams.core.engine import StreamParams
+from streams.core.native import ENGINES
 from streams.core.rule import (
     DEFAULT_BIN_MS,
     DEFAULT_MAX_ALERT_BYTES,
@@ -326,6 +327,15 @@ class Settings:
             "MIB",
         ),
     )
+    engine: str = field(
+        default="auto",
+        metadata=_opt(
+            "the per-event hot path: auto (native when the extension is built and passes its self-check, "
+            "else python), native, or python (the pure-Python core); both give the same state and alerts",
+            str,
+            "auto|native|python",
+        ),
+    )
     max_open_windows: int = field(
         default=500_000,
         metadata=_opt(
@@ -565,6 +575,8 @@ class Settings:
             raise ConfigError(
                 f"--alert-format / PORTSCAN_ALERT_FORMAT takes sentinel or ocsf, got {self.alert_format!r}"
             )
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine / PORTSCAN_ENGINE takes {', '.join(ENGINES)}, got {self.engine!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(
                 f"--log-format / PORTSCAN_LOG_FORMAT must be text or json, got {self.log_format!r}"

@@ -20,6 +20,8 @@ from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 
 from streams.core.allowlist import AllowlistError
+from streams.core.native import EngineUnavailable
+from streams.core.native import choose as choose_engine
 from streams.errors import ServiceUnreachable
 from streams.io.allowlist_file import AllowlistFile
 from streams.kafka.admin import repartition_topic
@@ -194,6 +196,11 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         metrics,
         ocsf_max_bytes=settings.max_alert_bytes if settings.alert_format == "ocsf" else None,
     )
+    try:
+        engine = choose_engine(settings.engine)
+    except EngineUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("engine: %s (%s)", engine.name, engine.why)  # once per worker: which hot path, and why
     detector = Detector(
         settings.stream_params(),
         store,
@@ -205,6 +212,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         reader=settings.message_reader(),
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
+        decode=engine.decode,
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:

@@ -45,6 +45,7 @@ from typing import Any
 
 from streams.core.checkpoint import PendingWrites
 from streams.core.engine import PartitionEngine, StepResult, StreamParams
+from streams.core.native import Decode, python_decode
 from streams.core.notify import is_state_key
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
@@ -101,6 +102,7 @@ class Detector:
         reader: MessageReader | None = None,
         max_open_windows: int = 0,
         gate: Gate | None = None,
+        decode: Decode = python_decode,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -113,7 +115,7 @@ class Detector:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        self.decoder = MessageDecoder(reader)
+        self.decoder = MessageDecoder(reader, decode)  # decode: the engine's (core.native)
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -237,14 +239,14 @@ class Detector:
         dead: list[DeadLetter] = []
         append, from_message = batch.append, origin.append
         trusted = self.trust_headers
-        single, records = self.decoder.single, self.decoder.records
+        records = self.decoder.records
         own_source = position(partition, 0)
-        for msg in msgs:
+        singles = self.decoder.batch([msg.value for msg in msgs])  # `single` of each, in one call
+        for msg, event in zip(msgs, singles):
             if trusted and msg.headers:  # forwarded by the router: the original input position
                 pos = source_position(msg, partition, trusted)
             else:  # the hot path, inline: own partition and offset
                 pos = own_source | (msg.offset << SEQ_SHIFT)
-            event = single(msg.value)
             if event is not None:  # the hot path: one valid record
                 append((pos, event))
                 from_message(msg)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.core.deadletter import dead_letter, dead_letter_key
+from streams.core.native import Decode, python_decode
 from streams.core.parse import single_event
 from streams.core.records import IISEvent, ParseError
 from streams.core.shippers import MessageReader
@@ -83,16 +84,23 @@ def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
     return None
 
 
+def _no_fast_path_batch(values: list[Any]) -> list[IISEvent | None]:
+    return [None] * len(values)
+
+
 class MessageDecoder:
     """The events of a message: `single` (the fast path: one W3CIISLog record, else None), then
-    `records` for the rest."""
+    `records` for the rest. `batch` is `single` over a fetch's values at once: the engine's decoder
+    (core.native: the Python core's `single_event`, or the native extension's, which gives the same)."""
 
-    __slots__ = ("reader", "single")
+    __slots__ = ("batch", "reader", "single")
 
-    def __init__(self, reader: MessageReader | None = None) -> None:
+    def __init__(self, reader: MessageReader | None = None, decode: Decode = python_decode) -> None:
         self.reader = reader or MessageReader()
         # W3CIISLog records go the fast path unless another reading is forced on every message.
-        self.single = single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
+        fast = self.reader.force in (None, "w3ciislog")
+        self.single = single_event if fast else _no_fast_path
+        self.batch = decode if fast else _no_fast_path_batch
 
     def records(
         self, msg: Any, now: int, dead: list[DeadLetter], trusted: bool
