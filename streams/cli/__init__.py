@@ -37,7 +37,18 @@ TOPIC_SETTINGS = (
     "retention",
 )
 WORKER_SETTINGS = Settings.names()
+REPLAY_SETTINGS = ("alert_format", "input_format", "w3c_fields", "engine")
 SOC_SETTINGS = ("allowlist", "alert_entities", "notify_by", "suppress_for", "notify_cap")  # replay's
+
+
+def replay_engine(engine: str) -> str:
+    """The engine `replay --engine` runs on (core.native.choose): its name."""
+    from streams.core.native import EngineUnavailable, choose
+
+    try:
+        return choose(engine).name
+    except EngineUnavailable as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a W3C '-' as an empty value (default: keep the literal '-', as Azure Monitor ingests it)",
     )
     Settings.add_arguments(
-        replay, (*RULE_SETTINGS, *FILE_SETTINGS, "alert_format", "input_format", "w3c_fields", *SOC_SETTINGS)
+        replay,
+        (*RULE_SETTINGS, *FILE_SETTINGS, *REPLAY_SETTINGS, *SOC_SETTINGS),
     )
 
     sample = sub.add_parser(
@@ -173,6 +185,7 @@ def _main(argv: Sequence[str] | None) -> int:
             w3c_fields=settings.w3c_fields,
             max_line_bytes=settings.max_line_bytes,
             max_document_bytes=settings.max_document_bytes,
+            engine=replay_engine(settings.engine),
         )
         if args.sweep:
             from streams.cli.sweep import main_sweep

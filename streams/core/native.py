@@ -121,6 +121,25 @@ def choose(engine: str = "auto") -> Engine:
     return Engine("python", f"auto: {problem}", python_decode)
 
 
+def _unclaimed(value: Any) -> None:
+    return None
+
+
+def claimer(engine: str) -> Callable[[bytes], IISEvent | None] | None:
+    """For readers of files (replay): the event of a line the native engine claims, else None (the
+    reader's own path then reads it); None for the python engine. A claimed line is a W3CIISLog record
+    of the usual types, which every reader reads alike (`single_event` is the detector's first reading
+    too)."""
+    if engine != "native":
+        return None
+    decode = _native_module().Decoder(IISEvent, _unclaimed).decode
+
+    def claim(line: bytes) -> IISEvent | None:
+        return decode([line])[0]  # type: ignore[no-any-return]
+
+    return claim
+
+
 def decoder_for(engine: str) -> Decode:
     """A fresh batch decoder of the named engine (python or native), for tests and benchmarks."""
     if engine == "python":

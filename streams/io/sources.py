@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import orjson
 
+from streams.core.native import claimer
 from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
@@ -49,7 +50,8 @@ class SourceOptions:
     `dash_as_null`: read a W3C '-' (and NXLog's null, ECS's absent field) as "". `input_format`: auto
     (recognise each message) or one of shippers.FORMATS. `w3c_fields`: the layout of W3C lines
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
-    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring).
+    `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring). `engine`: the
+    hot path chosen by --engine (core.native.choose), never a different answer.
     """
 
     computer: str | None = None
@@ -58,6 +60,7 @@ class SourceOptions:
     w3c_fields: str = ""
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    engine: str = "python"  # python or native (core.native): which decodes a plain W3CIISLog line
 
     def __post_init__(self) -> None:
         if self.input_format != "auto" and self.input_format not in FORMATS:
@@ -225,6 +228,7 @@ def _iter_messages(
     path: str, options: SourceOptions, first_line: bytes, lines: Iterable[Line]
 ) -> Iterator[FileMessage]:
     reader = message_reader(options)
+    claim = claimer(options.engine) if options.input_format in ("auto", "w3ciislog") else None
     if _starts_document(first_line):  # a pretty-printed document spans lines
         held = bytearray()  # one buffer, not a list of lines: millions of short lines cost 5x as objects
         skipped: dict[int, int] = {}  # line index -> length of the over-long lines, not held
@@ -262,6 +266,11 @@ def _iter_messages(
         if not line:
             continue
         location = f"{path}:{number}"
+        if claim is not None:
+            event = claim(line)
+            if event is not None:  # a plain W3CIISLog record, read natively
+                yield FileMessage(location, line, [(None, event)])
+                continue
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError:
