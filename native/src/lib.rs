@@ -13,7 +13,8 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::ffi;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
 const MAX_KEY_CHARS: usize = 256; // streams.core.parse.MAX_KEY_CHARS
@@ -134,23 +135,17 @@ impl<'a> Scan<'a> {
         let start = self.i;
         let mut i = start;
         // fast scan: up to the closing quote, or the first escape
-        loop {
-            let c = *b.get(i).ok_or(Unsure)?;
-            if c == b'"' {
-                let span = &b[start..i];
-                if !span.is_ascii() {
-                    std::str::from_utf8(span).map_err(|_| Unsure)?;
-                }
-                self.i = i + 1;
-                return Ok(Text::Span(start, i));
+        i += memchr::memchr2(b'"', b'\\', &b[i..]).ok_or(Unsure)?;
+        let span = &b[start..i];
+        if span.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
+            return Err(Unsure); // a raw control character: not JSON
+        }
+        if b[i] == b'"' {
+            if !span.is_ascii() {
+                std::str::from_utf8(span).map_err(|_| Unsure)?;
             }
-            if c == b'\\' {
-                break;
-            }
-            if c < 0x20 {
-                return Err(Unsure); // a raw control character: not JSON
-            }
-            i += 1;
+            self.i = i + 1;
+            return Ok(Text::Span(start, i));
         }
         // with escapes: unescape into an owned string
         let mut out: Vec<u8> = Vec::with_capacity(i - start + 16);
@@ -522,10 +517,61 @@ fn parse(payload: &[u8]) -> Judged<Parsed> {
     Ok(Parsed { time_ms, port, texts })
 }
 
+// IISEvent's fields, in order (its __match_args__).
+const FIELDS: [&str; N_COLUMNS] = [
+    "time_ms",
+    "cIP",
+    "Computer",
+    "sIP",
+    "sPort",
+    "csMethod",
+    "csUriQuery",
+    "csUserName",
+    "sSiteName",
+    "csUserAgent",
+    "scStatus",
+    "scSubStatus",
+    "scWin32Status",
+];
+
+/// Where a slots dataclass keeps each field (the offsets of its member descriptors), when it is exactly
+/// what the generated __init__ would fill: then an event is allocated and its slots set directly, which
+/// is what that __init__ does, without the Python call. None: the class is called instead.
+fn slot_offsets(py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<[isize; N_COLUMNS]>> {
+    let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
+    let Ok(cls) = event.cast::<PyType>() else { return Ok(None) };
+    let names: Vec<String> = match cls.getattr("__match_args__").and_then(|m| m.extract()) {
+        Ok(names) => names,
+        Err(_) => return Ok(None),
+    };
+    if names != FIELDS || cls.hasattr("__post_init__")? {
+        return Ok(None);
+    }
+    let dict = cls.getattr("__dict__")?;
+    let basic = unsafe { (*cls.as_type_ptr()).tp_basicsize };
+    let mut offsets = [0isize; N_COLUMNS];
+    for (n, name) in FIELDS.iter().enumerate() {
+        let descr = dict.get_item(name)?;
+        if !descr.get_type().is(&member_type) {
+            return Ok(None);
+        }
+        let member = unsafe { (*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef };
+        let (code, offset, flags) = unsafe { ((*member).type_code, (*member).offset, (*member).flags) };
+        if code != ffi::Py_T_OBJECT_EX || flags != 0 || offset < std::mem::size_of::<ffi::PyObject>() as isize
+            || offset + std::mem::size_of::<*mut ffi::PyObject>() as isize > basic
+        {
+            return Ok(None);
+        }
+        offsets[n] = offset;
+    }
+    Ok(Some(offsets))
+}
+
 /// The decoder of one consumer: the event class, the Python path for records it does not judge, and
 /// the memo of shared strings.
 #[pyclass(module = "streams._native", unsendable)]
 struct Decoder {
+    slots: Option<[isize; N_COLUMNS]>,
     event: Py<PyAny>,
     fallback: Py<PyAny>,
     memo: FxHashMap<Box<[u8]>, Py<PyString>>,
@@ -563,6 +609,22 @@ impl Decoder {
                 args.push(self.text(py, p.texts[c].bytes(payload)).into_any());
             }
         }
+        if let Some(offsets) = self.slots {
+            let event = self.event.bind(py);
+            unsafe {
+                let tp = event.as_ptr() as *mut ffi::PyTypeObject;
+                let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+                let obj = alloc(tp, 0);
+                if obj.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                for (value, offset) in args.into_iter().zip(offsets) {
+                    let slot = (obj as *mut u8).offset(offset) as *mut *mut ffi::PyObject;
+                    *slot = value.into_ptr(); // the slot takes the reference (a fresh object's slots are NULL)
+                }
+                return Ok(Bound::from_owned_ptr(py, obj));
+            }
+        }
         let tuple = PyTuple::new(py, args)?;
         self.event.bind(py).call1(tuple)
     }
@@ -571,8 +633,16 @@ impl Decoder {
 #[pymethods]
 impl Decoder {
     #[new]
-    fn new(event: Py<PyAny>, fallback: Py<PyAny>) -> Self {
-        Decoder { event, fallback, memo: FxHashMap::default(), claimed: 0, passed: 0 }
+    #[pyo3(signature = (event, fallback, direct = true))]
+    fn new(py: Python<'_>, event: Py<PyAny>, fallback: Py<PyAny>, direct: bool) -> PyResult<Self> {
+        let slots = if direct { slot_offsets(py, event.bind(py))? } else { None };
+        Ok(Decoder { slots, event, fallback, memo: FxHashMap::default(), claimed: 0, passed: 0 })
+    }
+
+    /// Whether events are built by setting their slots (else by calling the class).
+    #[getter]
+    fn direct(&self) -> bool {
+        self.slots.is_some()
     }
 
     /// The event of each value (`fallback(value)` for every one not judged here): a list as long as
