@@ -449,6 +449,50 @@ def step_ours(
     return Step(label, expected.events - counted_from, end - first, ok, note, cpu), rss
 
 
+def engine_summary(step: Step, rss: float) -> dict[str, Any]:
+    return {
+        "eps": round(step.eps),
+        "eps_per_cpu_s": round(step.events / step.cpu_s) if step.cpu_s > 0 else None,
+        "peak_rss_mb": round(rss),
+        "ok": step.ok,
+    }
+
+
+def step_engines(
+    ctx: Ctx, topic: str, expected: Expected, auto: Step, auto_rss: float, results: dict[str, Any]
+) -> list[Step]:
+    """The worker (RocksDB, keyed) with each engine (`--engine`, core.native): the run above used `auto`,
+    whose choice is said in `results["engine_auto"]`; the other engine runs here on the same topic.
+    `results["engines"]` holds each engine's figures (events/s, per CPU-second, peak RSS, check)."""
+    from streams.core.native import choose, native_problem
+
+    chosen = choose("auto").name
+    results["engine_auto"] = chosen
+    engines: dict[str, Any] = {chosen: engine_summary(auto, auto_rss)}
+    results["engines"] = engines
+    steps = []
+    for other in ("python", "native"):
+        if other == chosen:
+            continue
+        problem = native_problem() if other == "native" else None
+        if problem is not None:
+            log(f"ours: engine native not measured: {problem}")
+            continue
+        log(f"ours: RocksDB store, --engine {other}")
+        step, rss = step_ours(
+            ctx,
+            f"rocksdb-engine-{other}",
+            topic,
+            expected,
+            {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_ENGINE": other},
+        )
+        steps.append(step)
+        engines[other] = engine_summary(step, rss)
+    if "python" in engines and "native" in engines and engines["python"]["eps"]:
+        results["ratio_native_vs_python"] = round(engines["native"]["eps"] / engines["python"]["eps"], 2)
+    return steps
+
+
 def log_time(line: str) -> float:
     """The epoch seconds of a worker log line `[YYYY-mm-dd HH:MM:SS,mmm] ...` (the default log format)."""
     stamp = line[1 : line.index("]")]
@@ -1607,8 +1651,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated steps to skip: naive,redis,recovery,scale,unkeyed,kstreams,quix,latency,memory,"
-        "memory-bound",
+        help="comma-separated steps to skip: naive,engines,redis,recovery,scale,unkeyed,kstreams,quix,"
+        "latency,memory,memory-bound",
     )
     add_peer_args(parser)
     parser.add_argument(
@@ -1687,6 +1731,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(rocks)
         results["ours_rocksdb_eps"] = round(rocks.eps)
         results["peak_rss_mb"] = round(rss)
+        if "engines" not in skip:
+            steps.extend(step_engines(ctx, main_topic, expected, rocks, rss, results))
         if "recovery" not in skip:
             log("ours: recovery of the RocksDB run's state from its changelog (faust's path, then ours)")
             baseline = step_recovery(ctx, f"{ctx.prefix}-rocksdb", main_topic, per_record=True)
