@@ -6,11 +6,11 @@ Times, over the same generated records in one run: `orjson.loads` of each payloa
 least any JSON consumer pays per message), our hot-path decoding with each engine (`--engine python`:
 `parse.single_event` per record; `--engine native`: the extension's batch decoder, batches of B, when it
 is built), the engine (`plan` + `step` per batch of B events, one partition) over the events each decoder
-gave, and the checkpoint's serialization of what the steps changed (`encode_writes`, once per 10 batches as
-a 1 s checkpoint would). The engines' outputs are compared: a difference fails the run. `--against REV`
-times the engine module of a git revision too, on the same events, and checks that both give the same
-alerts and writes. No I/O: numbers are per-event CPU costs, best of 3 (the engines: of 5, ours before
-and after).
+gave, and the checkpoint's serialization of what the steps changed (once per 10 batches as a 1 s
+checkpoint would, with the rule, by each engine's record encoder). The engines' outputs are compared: a
+difference fails the run. `--against REV` times the engine module of a git revision too, on the same
+events, and checks that both give the same alerts and writes. No I/O: numbers are per-event CPU costs,
+best of 3 (the engines: of 5, ours before and after).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from streams.core import native
 from streams.core.escape import dumps as escape_dumps
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
+from streams.core.rule import RuleParams
 from streams.core.state_records import encode_writes
+from streams.core.windows import META_KEY
 from streams.io.sample import Workload, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,16 +138,34 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"native engine not measured: {problem}", file=sys.stderr)
 
-    def encode() -> int:
-        size, held = 0, {}
-        for i, batch_writes in enumerate(writes, 1):
-            held.update(batch_writes)
-            if i % 10 == 0 or i == len(writes):
-                size += sum(map(len, encode_writes(held).values()))
-                held = {}
-        return size
+    rule = RuleParams()
 
-    encode_s, encoded = best_of(3, encode)
+    def encode_with(records: native.Encode) -> Callable[[], list[dict[bytes, bytes]]]:
+        """A checkpoint's serialization as the detector's (PendingWrites.encode with the rule), every 10
+        steps, with an engine's record encoder."""
+
+        def run() -> list[dict[bytes, bytes]]:
+            out, held = [], {}
+            for i, batch_writes in enumerate(writes, 1):
+                held.update(batch_writes)
+                if i % 10 == 0 or i == len(writes):
+                    meta = held.pop(META_KEY, None)
+                    data = {} if meta is None else {META_KEY: meta.to_bytes()}
+                    data.update(records(held, rule))
+                    out.append(data)
+                    held = {}
+            return out
+
+        return run
+
+    encode_s, encoded_writes = best_of(3, encode_with(native.python_encode))
+    encoded = sum(len(v) for d in encoded_writes for v in d.values())
+    if problem is None:
+        native_encode_s, native_writes = best_of(3, encode_with(native.native_encode))
+        same_bytes = native_writes == encoded_writes
+        same_native = same_native and same_bytes
+        label = "same" if same_bytes else "DIFFERENT"
+        native_rows.append((f"checkpoint encode, native ({label} bytes)", native_encode_s))
     # What the publisher serializes: the alerts, with orjson alone and with the escaping it publishes them
     # through (streams.core.escape.dumps); 20 rounds, so that the two are measured over enough bytes.
     dumps_s, _ = best_of(5, lambda: [orjson.dumps(a) for _ in range(20) for a in alerts])
@@ -155,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         ("decode: python, parse.single_event", parse_s),
         *native_rows[:1],
         ("engine plan + step, python-decoded events", engine_s),
-        *native_rows[1:],
-        ("checkpoint encode_writes", encode_s),
+        *native_rows[1:2],
+        ("checkpoint encode, python (WindowRecord.to_bytes)", encode_s),
+        *native_rows[2:],
         ("alerts: orjson.dumps (x20)", dumps_s),
         ("alerts: escape.dumps, as published (x20)", escaped_s),
     ]

@@ -14,7 +14,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::ffi;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
 const MAX_KEY_CHARS: usize = 256; // streams.core.parse.MAX_KEY_CHARS
@@ -681,9 +681,266 @@ impl Decoder {
     }
 }
 
+
+// ---------------------------------------------------------------------------------- record encoding
+
+/// A str as UTF-8 bytes appended JSON-escaped exactly as orjson writes it: `"` `\` and the control
+/// characters escaped (\b \t \n \f \r short, the others \u00xx), everything else raw.
+fn put_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+fn put_int(out: &mut Vec<u8>, v: i128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let neg = v < 0;
+    let mut u = v.unsigned_abs() as u64; // within orjson's range: |v| < 2**64 (int_of)
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if neg {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// An exact int within orjson's range (i64 or u64), else Unsure.
+fn int_of(v: &Bound<'_, PyAny>) -> Judged<i128> {
+    if !v.is_exact_instance_of::<PyInt>() {
+        return Err(Unsure);
+    }
+    if let Ok(x) = v.extract::<i64>() {
+        return Ok(x as i128);
+    }
+    let x: i128 = v.extract().map_err(|_| Unsure)?;
+    if x < i64::MIN as i128 || x > u64::MAX as i128 {
+        return Err(Unsure);
+    }
+    Ok(x)
+}
+
+/// The UTF-8 of an exact str: borrowed from a compact ASCII one, else an owned copy (no UTF-8 cache
+/// left on the str: windows keep their values a long time).
+fn str_of<'a>(v: &'a Bound<'_, PyAny>) -> Judged<std::borrow::Cow<'a, [u8]>> {
+    let s = v.cast_exact::<PyString>().map_err(|_| Unsure)?;
+    unsafe {
+        let ptr = s.as_ptr();
+        if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) != 0 {
+            let n = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
+            return Ok(std::borrow::Cow::Borrowed(std::slice::from_raw_parts(data, n)));
+        }
+    }
+    let bytes = s.encode_utf8().map_err(|_| Unsure)?; // a lone surrogate: orjson refuses it, Python decides
+    Ok(std::borrow::Cow::Owned(bytes.as_bytes().to_vec()))
+}
+
+/// A string slot as stored: one value, a tuple's values in its (sorted) order, or a set's sorted (code
+/// point order = UTF-8 byte order).
+fn put_str_slot(out: &mut Vec<u8>, slot: &Bound<'_, PyAny>, cap: usize) -> Judged<()> {
+    if slot.is_exact_instance_of::<PyString>() {
+        put_json_str(out, &str_of(slot)?);
+        return Ok(());
+    }
+    if let Ok(t) = slot.cast_exact::<PyTuple>() {
+        out.push(b'[');
+        for (i, v) in t.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_json_str(out, &str_of(&v)?);
+        }
+        out.push(b']');
+        return Ok(());
+    }
+    let set = slot.cast_exact::<PySet>().map_err(|_| Unsure)?;
+    if cap > 0 && set.len() > cap {
+        return Err(Unsure); // to_bytes trims it first: Python's to do
+    }
+    let items: Vec<Bound<'_, PyAny>> = set.iter().collect();
+    let mut values: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+    for v in &items {
+        values.push(str_of(v)?);
+    }
+    values.sort_unstable();
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_json_str(out, v);
+    }
+    out.push(b']');
+    Ok(())
+}
+
+const BITMAP_PORTS: usize = 1024; // streams.core.aggregate._BITMAP_PORTS: a bitmap past it (Python's)
+
+/// `WindowRecord._encode()` (orjson of {"v","n","f","l","p","s","o","r","c"}), or Unsure.
+fn encode_record<'py>(py: Python<'py>, rec: &Bound<'py, PyAny>, cap: usize) -> Judged<Vec<u8>> {
+    let get = |name: &Bound<'py, PyString>| -> Judged<Bound<'py, PyAny>> { rec.getattr(name).map_err(|_| Unsure) };
+    let count = int_of(&get(pyo3::intern!(py, "count"))?)?;
+    let first = int_of(&get(pyo3::intern!(py, "first_ms"))?)?;
+    let last = int_of(&get(pyo3::intern!(py, "last_ms"))?)?;
+    let ports = get(pyo3::intern!(py, "_ports"))?;
+    let sets = get(pyo3::intern!(py, "_sets"))?;
+    let applied = get(pyo3::intern!(py, "_applied"))?;
+    let sent = int_of(&get(pyo3::intern!(py, "alerts_sent"))?)?;
+    let closed = get(pyo3::intern!(py, "closed"))?;
+    let closed = if closed.is(&pyo3::types::PyBool::new(py, true)) {
+        true
+    } else if closed.is(&pyo3::types::PyBool::new(py, false)) {
+        false
+    } else {
+        return Err(Unsure);
+    };
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"v\":2,\"n\":");
+    put_int(&mut out, count);
+    out.extend_from_slice(b",\"f\":");
+    put_int(&mut out, first);
+    out.extend_from_slice(b",\"l\":");
+    put_int(&mut out, last);
+    out.extend_from_slice(b",\"p\":");
+    if ports.is_none() {
+        out.extend_from_slice(b"null");
+    } else if ports.is_exact_instance_of::<PyInt>() {
+        put_int(&mut out, int_of(&ports)?);
+    } else {
+        let mut values: Vec<i128> = Vec::new();
+        if let Ok(t) = ports.cast_exact::<PyTuple>() {
+            for v in t.iter() {
+                values.push(int_of(&v)?); // in its (sorted) order, as stored
+            }
+        } else if let Ok(set) = ports.cast_exact::<PySet>() {
+            if set.len() > BITMAP_PORTS {
+                return Err(Unsure);
+            }
+            for v in set.iter() {
+                values.push(int_of(&v)?);
+            }
+            values.sort_unstable();
+        } else {
+            return Err(Unsure);
+        }
+        out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_int(&mut out, *v);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b",\"s\":");
+    if sets.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(t) = sets.cast_exact::<PyTuple>() {
+        out.push(b'[');
+        for (i, v) in t.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_json_str(&mut out, &str_of(&v)?); // a one-request window: one value per set
+        }
+        out.push(b']');
+    } else if let Ok(list) = sets.cast_exact::<PyList>() {
+        out.push(b'[');
+        for (i, slot) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_str_slot(&mut out, &slot, cap)?;
+        }
+        out.push(b']');
+    } else {
+        return Err(Unsure);
+    }
+    out.extend_from_slice(b",\"o\":");
+    if applied.is_none() {
+        out.extend_from_slice(b"[]");
+    } else if applied.is_exact_instance_of::<PyInt>() {
+        let pos: u128 = applied.extract().map_err(|_| Unsure)?;
+        out.push(b'[');
+        out.push(b'[');
+        put_int(&mut out, int_of(&(pos >> 64).into_pyobject(py).map_err(|_| Unsure)?.into_any())?);
+        out.push(b',');
+        put_int(&mut out, (pos & u64::MAX as u128) as i128);
+        out.extend_from_slice(b"]]");
+    } else if let Ok(d) = applied.cast_exact::<PyDict>() {
+        out.push(b'[');
+        for (i, (k, v)) in d.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            put_int(&mut out, int_of(&k)?);
+            out.push(b',');
+            put_int(&mut out, int_of(&v)?);
+            out.push(b']');
+        }
+        out.push(b']');
+    } else {
+        return Err(Unsure);
+    }
+    out.extend_from_slice(b",\"r\":");
+    put_int(&mut out, sent);
+    out.extend_from_slice(if closed { b",\"c\":true}" } else { b",\"c\":false}" });
+    Ok(out)
+}
+
+/// The stored bytes of each record of `records` (key -> WindowRecord), in order: what `to_bytes(rule)`
+/// gives. A record whose encoding needs Python's rules (a set to trim past `cap`, a port bitmap, a value
+/// orjson would refuse, bytes past `max_bytes`: shrinking) goes to `fallback(record)`.
+#[pyfunction]
+fn encode_records<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyDict>,
+    cap: usize,
+    max_bytes: usize,
+    fallback: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (key, rec) in records.iter() {
+        match encode_record(py, &rec, cap) {
+            Ok(data) if data.len() <= max_bytes => out.set_item(key, PyBytes::new(py, &data))?,
+            _ => out.set_item(key, fallback.call1((&rec,))?)?,
+        }
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
+    m.add_function(wrap_pyfunction!(encode_records, m)?)?;
     m.add("ABI", 1)?;
     Ok(())
 }

@@ -18,16 +18,57 @@ from typing import Any
 
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
+from streams.core.rule import RuleParams
+from streams.core.state_records import WindowRecord, position
 
 ENGINES = ("auto", "python", "native")
 
 Value = bytes | str | None
 Decode = Callable[[list[Any]], list[IISEvent | None]]
+# A checkpoint's window records (key -> record) to their stored bytes, in order (core.checkpoint).
+Encode = Callable[[dict[bytes, WindowRecord], RuleParams | None], dict[bytes, bytes]]
 
 
 def python_decode(values: list[Any]) -> list[IISEvent | None]:
     """The reference: `single_event` of each value."""
     return [single_event(v) for v in values]
+
+
+def python_encode(records: dict[bytes, WindowRecord], rule: RuleParams | None) -> dict[bytes, bytes]:
+    """The reference: `WindowRecord.to_bytes(rule)` of each record."""
+    return {key: rec.to_bytes(rule) for key, rec in records.items()}
+
+
+def native_encode(records: dict[bytes, WindowRecord], rule: RuleParams | None) -> dict[bytes, bytes]:
+    """`python_encode` by the native extension; a record that needs Python's rules (trimming a set,
+    a port bitmap, shrinking to the record bound) is encoded by `to_bytes` itself."""
+    encode = _native_module().encode_records
+    if rule is None:
+        return encode(records, 0, 1 << 62, WindowRecord.to_bytes)  # type: ignore[no-any-return]
+    return encode(  # type: ignore[no-any-return]
+        records, rule.max_set_size, rule.max_record_bytes, lambda rec: rec.to_bytes(rule)
+    )
+
+
+def self_check_records() -> dict[bytes, WindowRecord]:
+    """Window records of every stored shape (and ones the native encoder passes on), for self-checks."""
+    values = ("-", "a=A b", "W3SVC1", "Mozilla/5.0", "GET", "401.1", "Logon failed.", "8009030e", "x")
+    odd = ("é\u2028\x7f", '\x00\x1f\b"\\', "😀", "", "GET", "200.0", "-", "0", "ok")
+    out: dict[bytes, WindowRecord] = {}
+    one = WindowRecord.first(1_767_268_800_000, 443, values, position(0, 5), False)
+    out[b"1"] = one
+    two = WindowRecord.first(1_767_268_800_000, None, values, position(0, 5), True)
+    two.add(1_767_268_800_500, 80, odd, 128)
+    two.first_time(position(1, 2**63))
+    two.alerts_sent = 3
+    out[b"2"] = two
+    many = WindowRecord()
+    for i in range(1_100):  # ports past the bitmap bound; sets past a small cap
+        many.first_time(position(2, i))
+        many.add(1_767_268_800_000 + i, i, tuple(f"{v}{i % 40}" for v in odd), 128)
+    out[b"3"] = many
+    out[b"4"] = WindowRecord()
+    return out
 
 
 _R = (
@@ -87,6 +128,9 @@ def native_problem() -> str | None:
         return "the native extension failed its self-check (different events from the Python core)"
     if not decoder.claimed:
         return "the native extension claimed no record of its self-check"
+    for rule in (None, RuleParams(), RuleParams(max_set_size=4, threshold=2)):
+        if native_encode(self_check_records(), rule) != python_encode(self_check_records(), rule):
+            return "the native extension failed its self-check (different record bytes from the Python core)"
     return None
 
 
@@ -97,6 +141,7 @@ class Engine:
     name: str
     why: str
     decode: Decode
+    encode: Encode = python_encode
 
 
 class EngineUnavailable(RuntimeError):
@@ -111,11 +156,8 @@ def choose(engine: str = "auto") -> Engine:
         return Engine("python", "asked for (--engine python)", python_decode)
     problem = native_problem()
     if problem is None:
-        return Engine(
-            "native",
-            f"{'asked for' if engine == 'native' else 'auto'}: built and self-checked",
-            _native_decode(),
-        )
+        why = f"{'asked for' if engine == 'native' else 'auto'}: built and self-checked"
+        return Engine("native", why, _native_decode(), native_encode)
     if engine == "native":
         raise EngineUnavailable(f"--engine native: {problem}")
     return Engine("python", f"auto: {problem}", python_decode)
@@ -138,6 +180,13 @@ def claimer(engine: str) -> Callable[[bytes], IISEvent | None] | None:
         return decode([line])[0]  # type: ignore[no-any-return]
 
     return claim
+
+
+def encoder_for(engine: str) -> Encode:
+    """The record encoder of the named engine (python or native), for tests and benchmarks."""
+    if engine not in ("python", "native"):
+        raise ValueError(f"engine must be python or native, got {engine!r}")
+    return native_encode if engine == "native" else python_encode
 
 
 def decoder_for(engine: str) -> Decode:

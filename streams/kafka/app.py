@@ -213,6 +213,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
         decode=engine.decode,
+        encode=engine.encode,
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:

@@ -45,7 +45,7 @@ from typing import Any
 
 from streams.core.checkpoint import PendingWrites
 from streams.core.engine import PartitionEngine, StepResult, StreamParams
-from streams.core.native import Decode, python_decode
+from streams.core.native import Decode, Encode, python_decode, python_encode
 from streams.core.notify import is_state_key
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
@@ -103,6 +103,7 @@ class Detector:
         max_open_windows: int = 0,
         gate: Gate | None = None,
         decode: Decode = python_decode,
+        encode: Encode = python_encode,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -115,7 +116,8 @@ class Detector:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        self.decoder = MessageDecoder(reader, decode)  # decode: the engine's (core.native)
+        self.decoder = MessageDecoder(reader, decode)  # decode, encode: the engine's (core.native)
+        self.encode_records = encode
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -449,7 +451,7 @@ class Detector:
         for partition, pending in self.pending.items():
             if not pending or (chosen is not None and partition not in chosen):
                 continue
-            writes, expire_before = pending.encode(self.params.rule)
+            writes, expire_before = pending.encode(self.params.rule, self.encode_records)
             if writes:
                 changes[partition] = writes
                 self.metrics.counts["records_written"] += len(writes)

@@ -23,6 +23,7 @@ from streams.core import native
 from streams.core.engine import StreamParams
 from streams.core.parse import single_event
 from streams.core.rule import RuleParams
+from streams.core.state_records import WindowRecord, position
 from streams.io.sample import Workload, generate
 from streams.kafka.detector import Detector
 from streams.kafka.publisher import Publisher
@@ -334,7 +335,7 @@ NOW = T0 + 3_600_000
 TOPIC = "in"
 
 
-def _detector(store: MemoryStore, decode: Any, bound: int) -> tuple[Detector, RecordingProducer, list[Any]]:
+def _detector(store: MemoryStore, engine: str, bound: int) -> tuple[Detector, RecordingProducer, list[Any]]:
     producer = RecordingProducer()
     acks: list[Any] = []
     detector = Detector(
@@ -346,7 +347,8 @@ def _detector(store: MemoryStore, decode: Any, bound: int) -> tuple[Detector, Re
         clock=lambda: NOW,
         trust_headers=False,
         max_open_windows=bound,
-        decode=decode,
+        decode=native.decoder_for(engine),
+        encode=native.encoder_for(engine),
     )
     return detector, producer, acks
 
@@ -382,7 +384,7 @@ def _event(rnd: random.Random) -> bytes:
     return data
 
 
-def _run(decode: Any, seed: int) -> tuple[list[Any], list[tuple[int, list[tuple[bytes, bytes]]]]]:
+def _run(engine: str, seed: int) -> tuple[list[Any], list[tuple[int, list[tuple[bytes, bytes]]]]]:
     """A worker over a seeded input with crashes (what was not acknowledged is read again by a new
     worker on the same store) and a bound on open windows (spill, close_spilled, restore(limit)).
     Returns everything sent (alerts, dead letters: bytes) and the store's records."""
@@ -393,7 +395,7 @@ def _run(decode: Any, seed: int) -> tuple[list[Any], list[tuple[int, list[tuple[
 
     async def go() -> None:
         crashes = 3
-        detector, producer, acks = _detector(store, decode, rnd.randint(0, 4))
+        detector, producer, acks = _detector(store, engine, rnd.randint(0, 4))
         pos = {0: 0, 1: 0}
         by_part = {p: [m for m in msgs if m.partition == p] for p in (0, 1)}
         while any(pos[p] < len(by_part[p]) for p in (0, 1)):
@@ -415,7 +417,7 @@ def _run(decode: Any, seed: int) -> tuple[list[Any], list[tuple[int, list[tuple[
                 for p in (0, 1):
                     done = [a[TP(TOPIC, p)] for a in acks if TP(TOPIC, p) in a]
                     pos[p] = done[-1] + 1 if done else 0
-                detector, producer, acks = _detector(store, decode, rnd.randint(0, 4))
+                detector, producer, acks = _detector(store, engine, rnd.randint(0, 4))
         await detector.close()
         sent.extend(producer.sent)
 
@@ -427,8 +429,8 @@ def _run(decode: Any, seed: int) -> tuple[list[Any], list[tuple[int, list[tuple[
 @pytest.mark.parametrize("seed", range(6))
 def test_worker_with_either_engine_sends_and_stores_the_same_bytes(seed: int) -> None:
     """Alerts, dead letters and every state record byte for byte, over crashes, restores and spills."""
-    python = _run(native.python_decode, seed)
-    assert python == _run(native.decoder_for("native"), seed)
+    python = _run("python", seed)
+    assert python == _run("native", seed)
     sent, _ = python
     assert any(topic == "alerts" for topic, _, _ in sent) and any(topic == "dlq" for topic, _, _ in sent)
 
@@ -439,13 +441,13 @@ def test_engines_share_one_store() -> None:
     msgs = [Msg(TOPIC, 0, n, b"k", _event(rnd)) for n in range(600)]
     tp = TP(TOPIC, 0)
 
-    def run(decoders: list[Any]) -> tuple[list[Any], list[tuple[bytes, bytes]]]:
+    def run(engines: list[str]) -> tuple[list[Any], list[tuple[bytes, bytes]]]:
         store = MemoryStore()
         sent: list[Any] = []
 
         async def go() -> None:
-            for i, decode in enumerate(decoders):
-                detector, producer, _ = _detector(store, decode, 3)
+            for i, engine in enumerate(engines):
+                detector, producer, _ = _detector(store, engine, 3)
                 for start in range(i * 200, (i + 1) * 200, 50):
                     await detector.process({tp: msgs[start : start + 50]})
                 await detector.close()
@@ -454,8 +456,81 @@ def test_engines_share_one_store() -> None:
         asyncio.run(go())
         return sent, sorted(store._part(0).items())
 
-    nat = native.decoder_for("native")
-    assert run([native.python_decode, nat, native.python_decode]) == run([native.python_decode] * 3)
+    assert run(["python", "native", "python"]) == run(["python"] * 3)
+
+
+# ------------------------------------------------------------------ record encoding
+
+STATE_TEXT = st.sampled_from(
+    ["", "-", "a", "b", "é", "😀", '"', "\\", "\x00", "\x1f\x7f", "\u2028"]
+) | st.text(SAFE_CHAR, max_size=6)
+FOLD = st.tuples(
+    st.integers(0, 2**40),  # time
+    st.none() | st.integers(0, 65535) | st.integers(0, 40),  # port
+    st.tuples(*[STATE_TEXT] * 9) | st.sampled_from([tuple("abcdefghi")]),
+    st.integers(0, 3),  # source partition
+    st.integers(0, 2**64 - 1) | st.integers(0, 50),  # sequence
+)
+
+
+def _record(folds: list[tuple[Any, ...]], cap: int, sent: int, closed: bool) -> WindowRecord:
+    rec = WindowRecord()
+    for t, port, values, src, seq in folds:
+        if rec.first_time(position(src, seq)):
+            rec.add(t, port, values, cap)
+    rec.alerts_sent, rec.closed = sent, closed
+    return rec
+
+
+RULES = [None, RuleParams(), RuleParams(max_set_size=2, threshold=2), RuleParams(max_set_size=0)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(FOLD, max_size=40), min_size=1, max_size=5),
+    st.sampled_from(range(len(RULES))),
+    st.integers(0, 5),
+    st.booleans(),
+)
+def test_record_bytes_are_the_same_with_either_engine(
+    windows: list[list[tuple[Any, ...]]], rule_index: int, sent: int, closed: bool
+) -> None:
+    """A checkpoint's records (every stored shape: one request, small and large sets, ports one, a few,
+    many; one source or several) encode to the same bytes; the records are built twice, as `to_bytes`
+    trims in place."""
+    rule = RULES[rule_index]
+    cap = rule.max_set_size if rule else 128
+
+    def records() -> dict[bytes, WindowRecord]:
+        return {b"%d" % i: _record(w, cap, sent, closed) for i, w in enumerate(windows)}
+
+    assert native.native_encode(records(), rule) == native.python_encode(records(), rule)
+
+
+def test_records_python_must_encode_are_encoded_alike() -> None:
+    """A port bitmap (past 1,024 ports), a set past a small cap (trimmed), a record past the record bound
+    (shrunk), and the self-check's shapes."""
+    rule = RuleParams(max_set_size=4, threshold=2, max_record_bytes=65_536)
+    big = {
+        b"big": _record(
+            [(i, i, tuple(f"{c}{i}" + "é" * 900 for c in "abcdefghi"), 0, i) for i in range(200)], 4, 0, False
+        )
+    }
+    for make in (native.self_check_records, lambda: dict(big)):
+        for r in (None, rule, RuleParams()):
+            assert native.native_encode(make(), r) == native.python_encode(make(), r)
+
+
+def test_a_lone_surrogate_in_a_record_fails_alike() -> None:
+    """No decoder makes one (they are invalid UTF-8), but if one were there both engines refuse alike."""
+    rec = {b"k": WindowRecord.first(0, 1, ("\ud800",) * 9, 1, False)}
+    errors = []
+    for encode in (native.native_encode, native.python_encode):
+        try:
+            encode(dict(rec), None)
+        except Exception as exc:
+            errors.append(type(exc))
+    assert len(errors) == 2 and errors[0] == errors[1]
 
 
 # ------------------------------------------------------------------ replay
