@@ -27,6 +27,8 @@ const MEMO_MAX_LEN: usize = 160;
 const MEMO_ENTRIES: usize = 16_384;
 // Batches smaller than this are scanned without releasing the GIL (releasing costs more than it frees).
 const DETACH_MIN: usize = 16;
+// Payloads scanned per release of the GIL.
+const CHUNK: usize = 512;
 
 /// The column index of a key, in IISEvent's positional order (sPort at 4).
 #[inline]
@@ -656,18 +658,22 @@ impl Decoder {
         let scan = |slices: &[Option<&[u8]>]| -> Vec<Judged<Parsed>> {
             slices.iter().map(|s| s.map_or(Err(Unsure), parse)).collect()
         };
-        let parsed = if slices.len() >= DETACH_MIN { py.detach(|| scan(&slices)) } else { scan(&slices) };
         let out = PyList::empty(py);
         let fallback = self.fallback.clone_ref(py);
-        for (i, judged) in parsed.iter().enumerate() {
-            match (judged, slices[i]) {
-                (Ok(p), Some(payload)) => {
-                    self.claimed += 1;
-                    out.append(self.build(py, payload, p)?)?;
-                }
-                _ => {
-                    self.passed += 1;
-                    out.append(fallback.bind(py).call1((&items[i],))?)?;
+        // In chunks: the scanned fields of a chunk are held until its events are built (bounded memory).
+        for start in (0..slices.len()).step_by(CHUNK) {
+            let chunk = &slices[start..slices.len().min(start + CHUNK)];
+            let parsed = if chunk.len() >= DETACH_MIN { py.detach(|| scan(chunk)) } else { scan(chunk) };
+            for (j, judged) in parsed.iter().enumerate() {
+                match (judged, chunk[j]) {
+                    (Ok(p), Some(payload)) => {
+                        self.claimed += 1;
+                        out.append(self.build(py, payload, p)?)?;
+                    }
+                    _ => {
+                        self.passed += 1;
+                        out.append(fallback.bind(py).call1((&items[start + j],))?)?;
+                    }
                 }
             }
         }
