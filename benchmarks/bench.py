@@ -449,6 +449,50 @@ def step_ours(
     return Step(label, expected.events - counted_from, end - first, ok, note, cpu), rss
 
 
+def engine_summary(step: Step, rss: float) -> dict[str, Any]:
+    return {
+        "eps": round(step.eps),
+        "eps_per_cpu_s": round(step.events / step.cpu_s) if step.cpu_s > 0 else None,
+        "peak_rss_mb": round(rss),
+        "ok": step.ok,
+    }
+
+
+def step_engines(
+    ctx: Ctx, topic: str, expected: Expected, auto: Step, auto_rss: float, results: dict[str, Any]
+) -> list[Step]:
+    """The worker (RocksDB, keyed) with each engine (`--engine`, core.native): the run above used `auto`,
+    whose choice is said in `results["engine_auto"]`; the other engine runs here on the same topic.
+    `results["engines"]` holds each engine's figures (events/s, per CPU-second, peak RSS, check)."""
+    from streams.core.native import choose, native_problem
+
+    chosen = choose("auto").name
+    results["engine_auto"] = chosen
+    engines: dict[str, Any] = {chosen: engine_summary(auto, auto_rss)}
+    results["engines"] = engines
+    steps = []
+    for other in ("python", "native"):
+        if other == chosen:
+            continue
+        problem = native_problem() if other == "native" else None
+        if problem is not None:
+            log(f"ours: engine native not measured: {problem}")
+            continue
+        log(f"ours: RocksDB store, --engine {other}")
+        step, rss = step_ours(
+            ctx,
+            f"rocksdb-engine-{other}",
+            topic,
+            expected,
+            {"PORTSCAN_STORE": "rocksdb://", "PORTSCAN_ENGINE": other},
+        )
+        steps.append(step)
+        engines[other] = engine_summary(step, rss)
+    if "python" in engines and "native" in engines and engines["python"]["eps"]:
+        results["ratio_native_vs_python"] = round(engines["native"]["eps"] / engines["python"]["eps"], 2)
+    return steps
+
+
 def log_time(line: str) -> float:
     """The epoch seconds of a worker log line `[YYYY-mm-dd HH:MM:SS,mmm] ...` (the default log format)."""
     stamp = line[1 : line.index("]")]
@@ -512,7 +556,7 @@ class Latency:
     note: str
 
 
-def step_latency(ctx: Ctx, rate: float, seconds: float, seed: int) -> Latency:
+def step_latency(ctx: Ctx, rate: float, seconds: float, seed: int, engine: str = "") -> Latency:
     """At a fixed produce rate, time from producing the event that takes a window to the threshold
     to consuming its early alert."""
     params = RuleParams()
@@ -530,21 +574,22 @@ def step_latency(ctx: Ctx, rate: float, seconds: float, seed: int) -> Latency:
         crossed = crossing.observe(event, params)
         if crossed is not None:
             crossing_index[i] = crossed
-    topic = ctx.topic("latency-in")
-    alerts = ctx.topic("latency-alerts")
+    topic = ctx.topic(f"latency{'-' + engine if engine else ''}-in")
+    alerts = ctx.topic(f"latency{'-' + engine if engine else ''}-alerts")
     reader = AlertReader(ctx.brokers, alerts)
     worker = Worker(
         ctx,
-        "latency",
+        f"latency{'-' + engine if engine else ''}",
         {
             "PORTSCAN_INPUT_TOPIC": topic,
             "PORTSCAN_ALERT_TOPIC": alerts,
             "PORTSCAN_DLQ_TOPIC": f"{alerts}-dlq",
+            **({"PORTSCAN_ENGINE": engine} if engine else {}),
         },
     )
     sent_at: dict[str, float] = {}
     try:
-        wait_assigned(ctx, f"{ctx.prefix}-latency", worker)
+        wait_assigned(ctx, f"{ctx.prefix}-{worker.name}", worker)
         time.sleep(1.0)
         sender = Sender(ctx.brokers, linger_ms=2)
         produce = sender.producer.produce
@@ -1602,13 +1647,19 @@ def main(argv: list[str] | None = None) -> int:
         help="run this one step alone (memory-bound), without the load and throughput steps",
     )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="events/s of the latency step (default: half the rocksdb rate)",
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated steps to skip: naive,redis,recovery,scale,unkeyed,kstreams,quix,latency,memory,"
-        "memory-bound",
+        help="comma-separated steps to skip: naive,engines,redis,recovery,scale,unkeyed,kstreams,quix,"
+        "latency,memory,memory-bound",
     )
     add_peer_args(parser)
     parser.add_argument(
@@ -1687,6 +1738,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(rocks)
         results["ours_rocksdb_eps"] = round(rocks.eps)
         results["peak_rss_mb"] = round(rss)
+        if "engines" not in skip:
+            steps.extend(step_engines(ctx, main_topic, expected, rocks, rss, results))
         if "recovery" not in skip:
             log("ours: recovery of the RocksDB run's state from its changelog (faust's path, then ours)")
             baseline = step_recovery(ctx, f"{ctx.prefix}-rocksdb", main_topic, per_record=True)
@@ -1734,7 +1787,9 @@ def main(argv: list[str] | None = None) -> int:
         if results.get("naive_faust_eps"):
             results["ratio_vs_naive"] = round(rocks.eps / results["naive_faust_eps"], 1)
         if "latency" not in skip:
-            lat = step_latency(ctx, rocks.eps / 2, args.latency_seconds, args.seed + 1)
+            rate = args.latency_rate or rocks.eps / 2
+            what = f"at {rate:,.0f} events/s" if args.latency_rate else "at half the rocksdb rate"
+            lat = step_latency(ctx, rate, args.latency_seconds, args.seed + 1)
             results.update(
                 early_alert_p50_ms=round(lat.p50_ms, 1),
                 early_alert_p99_ms=round(lat.p99_ms, 1),
@@ -1743,13 +1798,29 @@ def main(argv: list[str] | None = None) -> int:
             )
             steps.append(
                 Step(
-                    "latency: early alert at half the rocksdb rate",
+                    f"latency: early alert {what}",
                     lat.windows,
                     args.latency_seconds,
                     lat.ok,
                     f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; " + lat.note,
                 )
             )
+            for engine in sorted(results.get("engines", {})):  # each engine at the same rate
+                if engine == results.get("engine_auto"):
+                    results["engines"][engine].update(early_alert_p99_ms=round(lat.p99_ms, 1))
+                    continue
+                other = step_latency(ctx, rate, args.latency_seconds, args.seed + 1, engine)
+                results["engines"][engine].update(early_alert_p99_ms=round(other.p99_ms, 1))
+                steps.append(
+                    Step(
+                        f"latency: early alert {what}, --engine {engine}",
+                        other.windows,
+                        args.latency_seconds,
+                        other.ok,
+                        f"p50 {other.p50_ms:.0f} ms, p99 {other.p99_ms:.0f} ms, max {other.max_ms:.0f} ms; "
+                        + other.note,
+                    )
+                )
         if "memory" not in skip:
             mem, mem_rss = step_memory(ctx, args.keys)
             steps.append(mem)

@@ -3,13 +3,16 @@
     python -m benchmarks.core [--events N] [--batch B] [--against REV] [--tenants N]
 
 Times, over the same generated records in one run: `orjson.loads` of each payload (the baseline: the
-least any JSON consumer pays per message), our hot-path decoding (`parse.single_event`), the engine
-(`plan` + `step` per batch of B events, one partition), and the checkpoint's serialization of what the
-steps changed (`encode_writes`, once per 10 batches as a 1 s checkpoint would). `--against REV` times the
-engine module of a git revision too, on the same events, and checks that both give the same alerts and
-writes. `--tenants N` times the same records as N tenants' (`--tenant-field field:TenantId`): the fast
-path with the tenant field, and the engine over tenants' events, beside the rows above. No I/O: numbers
-are per-event CPU costs, best of 3 (the engines: of 5, ours before and after).
+least any JSON consumer pays per message), our hot-path decoding with each engine (`--engine python`:
+`parse.single_event` per record; `--engine native`: the extension's batch decoder, batches of B, when it
+is built), the engine (`plan` + `step` per batch of B events, one partition) over the events each decoder
+gave, and the checkpoint's serialization of what the steps changed (once per 10 batches as a 1 s
+checkpoint would, with the rule, by each engine's record encoder). The engines' outputs are compared: a
+difference fails the run. `--against REV` times the engine module of a git revision too, on the same
+events, and checks that both give the same alerts and writes. `--tenants N` times the same records as N
+tenants' (`--tenant-field field:TenantId`): the fast path with the tenant field, and the engine over
+tenants' events, beside the rows above. No I/O: numbers are per-event CPU costs, best of 3 (the engines:
+of 5, ours before and after).
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from typing import Any
 import orjson
 
 from streams.core import engine as current_engine
+from streams.core import native
 from streams.core.escape import dumps as escape_dumps
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
+from streams.core.rule import RuleParams
 from streams.core.state_records import encode_writes
 from streams.core.tenant import TenantSpec, single_event_with_tenant
+from streams.core.windows import META_KEY
 from streams.io.sample import Workload, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +92,11 @@ def run_engine(module: ModuleType, events: list[IISEvent], batch: int, now_ms: i
     return alerts, writes
 
 
+def encode_all(writes: list[dict[bytes, Any]]) -> list[dict[bytes, bytes]]:
+    """The stored bytes of each step's writes."""
+    return [encode_writes(w) for w in writes]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.core", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -104,26 +115,74 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{n - len(events)} generated records did not take the fast path")
     now_ms = max(e.time_ms for e in events)
     engine_s, (alerts, writes) = best_of(5, lambda: run_engine(current_engine, events, args.batch, now_ms))
+    problem = native.native_problem()
+    native_rows: list[tuple[str, float]] = []
+    same_native = True
+    if problem is None:
+        decode = native.decoder_for("native")
+        step = args.batch
 
-    def encode() -> int:
-        size, held = 0, {}
-        for i, batch_writes in enumerate(writes, 1):
-            held.update(batch_writes)
-            if i % 10 == 0 or i == len(writes):
-                size += sum(map(len, encode_writes(held).values()))
-                held = {}
-        return size
+        def native_parse() -> list[Any]:
+            out: list[Any] = []
+            for i in range(0, n, step):
+                out.extend(decode(payloads[i : i + step]))
+            return out
 
-    encode_s, encoded = best_of(3, encode)
+        native_s, native_events = best_of(3, native_parse)
+        native_engine_s, (n_alerts, n_writes) = best_of(
+            5, lambda: run_engine(current_engine, native_events, args.batch, now_ms)
+        )
+        same_native = (
+            native_events == events and n_alerts == alerts and encode_all(n_writes) == encode_all(writes)
+        )
+        label = "same" if same_native else "DIFFERENT"
+        native_rows = [
+            (f"decode: native, batches of {step} ({label} events)", native_s),
+            (f"engine plan + step, native-decoded events ({label} output)", native_engine_s),
+        ]
+    else:
+        print(f"native engine not measured: {problem}", file=sys.stderr)
+
+    rule = RuleParams()
+
+    def encode_with(records: native.Encode) -> Callable[[], list[dict[bytes, bytes]]]:
+        """A checkpoint's serialization as the detector's (PendingWrites.encode with the rule), every 10
+        steps, with an engine's record encoder."""
+
+        def run() -> list[dict[bytes, bytes]]:
+            out, held = [], {}
+            for i, batch_writes in enumerate(writes, 1):
+                held.update(batch_writes)
+                if i % 10 == 0 or i == len(writes):
+                    meta = held.pop(META_KEY, None)
+                    data = {} if meta is None else {META_KEY: meta.to_bytes()}
+                    data.update(records(held, rule))
+                    out.append(data)
+                    held = {}
+            return out
+
+        return run
+
+    encode_s, encoded_writes = best_of(3, encode_with(native.python_encode))
+    encoded = sum(len(v) for d in encoded_writes for v in d.values())
+    if problem is None:
+        native_encode_s, native_writes = best_of(3, encode_with(native.native_encode))
+        same_bytes = native_writes == encoded_writes
+        same_native = same_native and same_bytes
+        label = "same" if same_bytes else "DIFFERENT"
+        native_rows.append((f"checkpoint encode, native ({label} bytes)", native_encode_s))
     # What the publisher serializes: the alerts, with orjson alone and with the escaping it publishes them
     # through (streams.core.escape.dumps); 20 rounds, so that the two are measured over enough bytes.
     dumps_s, _ = best_of(5, lambda: [orjson.dumps(a) for _ in range(20) for a in alerts])
     escaped_s, _ = best_of(5, lambda: [escape_dumps(a) for _ in range(20) for a in alerts])
     rows = [
         ("orjson.loads (baseline)", base_s),
-        ("parse.single_event", parse_s),
-        ("engine plan + step", engine_s),
-        ("checkpoint encode_writes", encode_s),
+        ("decode: python, parse.single_event", parse_s),
+        *native_rows[:1],
+        ("engine plan + step, python-decoded events", engine_s),
+        *native_rows[1:2],
+        ("checkpoint encode, python (WindowRecord.to_bytes)", encode_s),
+        *native_rows[2:],
         ("alerts: orjson.dumps (x20)", dumps_s),
         ("alerts: escape.dumps, as published (x20)", escaped_s),
     ]
@@ -153,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             print("the engines disagree", file=sys.stderr)
     print(f"{n:,} events, {args.batch} per step, {len(alerts)} alerts, {encoded / 1e6:.1f} MB written")
-    print(f"{'stage':<48} {'µs/event':>9} {'x baseline':>11}")
+    print(f"{'stage':<60} {'µs/event':>9} {'x baseline':>11}")
     for name, seconds in rows:
-        print(f"{name:<48} {seconds / n * 1e6:>9.2f} {seconds / base_s:>11.2f}")
-    return 0 if not args.against or same else 1
+        print(f"{name:<60} {seconds / n * 1e6:>9.2f} {seconds / base_s:>11.2f}")
+    if not same_native:
+        print("the native and the python engine disagree", file=sys.stderr)
+    return 0 if (not args.against or same) and same_native else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from streams.core.engine import StreamParams
+from streams.core.native import ENGINES
 from streams.core.rule import (
     DEFAULT_BIN_MS,
     DEFAULT_MAX_ALERT_BYTES,
@@ -49,6 +50,7 @@ SECTIONS = {
     "worker": "throughput and operations",
     "soc": "SOC tuning: allowlists, notifications with suppression, entities",
     "tenants": "tenants: several workspaces in one topic (streams.core.tenant)",
+    "engine": "the per-event hot path (streams.core.native)",
     "logging": "logging",
 }
 # The app id names the consumer group, internal topics and Redis keys (a SCAN pattern prefix): no glob
@@ -430,6 +432,16 @@ class Settings:
             str,
             section="state",
             choices=("batched", "per-record"),
+        ),
+    )
+    engine: str = field(
+        default="auto",
+        metadata=_opt(
+            "the per-event hot path: auto (native when the extension is built and passes its self-check, "
+            "else python), native, or python (the pure-Python core); both give the same state and alerts",
+            str,
+            section="engine",
+            choices=ENGINES,
         ),
     )
     max_open_windows: int = field(

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from streams import __version__
 from streams.core.escape import printable
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "suppress_for",
         "notify_cap",
         "tenants",
+        "engine",
     ),
     "worker": tuple(SECTIONS),
     "topics create": ("kafka", "topics", "store", "retention"),
@@ -40,6 +42,16 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     """The flags of a command's settings, grouped by section in its --help."""
     Settings.add_arguments(parser, Settings.select(COMMANDS[command]))
+
+
+def replay_engine(engine: str) -> str:
+    """The engine `replay --engine` runs on (core.native.choose): its name."""
+    from streams.core.native import EngineUnavailable, choose
+
+    try:
+        return choose(engine).name
+    except EngineUnavailable as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +165,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "replay":
         from streams.cli.replay import main_replay
 
-        options = SourceOptions.of(settings)
+        options = replace(SourceOptions.of(settings), engine=replay_engine(settings.engine))
         if args.sweep:
             from streams.cli.sweep import main_sweep
 

@@ -17,10 +17,15 @@ them when drained.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from streams.core.engine import StepResult
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, WindowRecord
 from streams.core.windows import META_KEY
+
+# Window records (key -> record) to their stored bytes, in order: core.native's engines.
+RecordsEncoder = Callable[[dict[bytes, WindowRecord], RuleParams | None], dict[bytes, bytes]]
 
 
 class PendingWrites:
@@ -72,13 +77,19 @@ class PendingWrites:
         self._meta = None
         self._expire_before = None
 
-    def encode(self, rule: RuleParams | None = None) -> tuple[dict[bytes, bytes], int | None]:
+    def encode(
+        self, rule: RuleParams | None = None, records: RecordsEncoder | None = None
+    ) -> tuple[dict[bytes, bytes], int | None]:
         """(records to write, meta first; expire windows starting before this or None).
 
-        With the rule, each record is at most `rule.max_record_bytes` (see WindowRecord.to_bytes)."""
+        With the rule, each record is at most `rule.max_record_bytes` (see WindowRecord.to_bytes).
+        `records` encodes the window records at once (the engine's: core.native), else `to_bytes` each."""
         writes: dict[bytes, bytes] = {}
         if self._meta is not None:
             writes[META_KEY] = self._meta.to_bytes()  # first: see core.engine's docstring
-        for key, rec in self._records.items():
-            writes[key] = rec.to_bytes(rule)
+        if records is not None:
+            writes.update(records(self._records, rule))
+        else:
+            for key, rec in self._records.items():
+                writes[key] = rec.to_bytes(rule)
         return writes, self._expire_before

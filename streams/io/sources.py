@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import orjson
 
+from streams.core.native import claimer
 from streams.core.parse import records_of
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import FORMATS, MessageReader, Read, parse_w3c_fields, w3c_fields_problem
@@ -54,6 +55,7 @@ class SourceOptions:
     without a #Fields header (space-separated ids; empty = IIS's default W3C fields).
     `max_line_bytes`, `max_document_bytes`: the input bounds (see the module docstring). `tenant`: the
     tenant set on every event (core.tenant; for `files`, `field:` or `fixed:`: a file has no Kafka headers).
+    `engine`: the hot path chosen by --engine (core.native.choose), never a different answer.
     """
 
     computer: str | None = None
@@ -64,6 +66,7 @@ class SourceOptions:
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     tenant: TenantSpec | None = None
     files: bool = True
+    engine: str = "python"  # python or native (core.native): which decodes a plain W3CIISLog line
 
     @classmethod
     def of(
@@ -258,6 +261,9 @@ def _iter_messages(
     path: str, options: SourceOptions, first_line: bytes, lines: Iterable[Line]
 ) -> Iterator[FileMessage]:
     reader = message_reader(options)
+    # The native claim reads no tenant: with --tenant-field every line goes the reader's way.
+    plain = options.input_format in ("auto", "w3ciislog") and options.tenant is None
+    claim = claimer(options.engine) if plain else None
     if _starts_document(first_line):  # a pretty-printed document spans lines
         held = bytearray()  # one buffer, not a list of lines: millions of short lines cost 5x as objects
         skipped: dict[int, int] = {}  # line index -> length of the over-long lines, not held
@@ -295,6 +301,11 @@ def _iter_messages(
         if not line:
             continue
         location = f"{path}:{number}"
+        if claim is not None:
+            event = claim(line)
+            if event is not None:  # a plain W3CIISLog record, read natively
+                yield FileMessage(location, line, [(None, event)])
+                continue
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError:

@@ -20,6 +20,8 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from streams.core.native import EngineUnavailable
+from streams.core.native import choose as choose_engine
 from streams.io.sources import SourceOptions, message_reader
 from streams.io.tenant_file import tenant_stream_params
 from streams.kafka.client_config import kafka_client
@@ -35,7 +37,7 @@ from streams.kafka.router import Router
 from streams.kafka.stores import faust_store_url, open_window_store
 from streams.kafka.topics import repartition_topic
 from streams.kafka.web import WorkerStatus, serve_pages
-from streams.settings import Settings
+from streams.settings import ConfigError, Settings
 
 log = logging.getLogger("iis-portscan")
 RAW: dict[str, Any] = {
@@ -120,6 +122,11 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         """Mark input as done through these offsets: faust commits the offsets after them."""
         cast(BatchingConsumer, app.consumer).ack_through(done)
 
+    try:
+        engine = choose_engine(settings.engine)
+    except EngineUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("engine: %s (%s)", engine.name, engine.why)  # once per worker: which hot path, and why
     detector = Detector(
         params,
         store,
@@ -134,6 +141,8 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         max_open_windows=settings.max_open_windows,
         gate=gate if gate.active else None,
         tenant=detector_tenant(tenant, not settings.input_keyed),
+        decode=engine.decode,
+        encode=engine.encode,
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:

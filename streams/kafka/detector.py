@@ -45,6 +45,7 @@ from typing import Any
 
 from streams.core.checkpoint import PendingWrites
 from streams.core.engine import PartitionEngine, StepResult, StreamParams
+from streams.core.native import Decode, Encode, python_decode, python_encode
 from streams.core.notify import is_state_key
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
@@ -104,6 +105,8 @@ class Detector:
         max_open_windows: int = 0,
         gate: Gate | None = None,
         tenant: TenantSpec | None = None,
+        decode: Decode = python_decode,
+        encode: Encode = python_encode,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -117,7 +120,9 @@ class Detector:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        self.decoder = MessageDecoder(reader, tenant)  # tenant: see streams.kafka.messages
+        # tenant: see streams.kafka.messages; decode, encode: the engine's (core.native)
+        self.decoder = MessageDecoder(reader, tenant, decode)
+        self.encode_records = encode
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -240,14 +245,14 @@ class Detector:
         dead: list[DeadLetter] = []
         append, from_message = batch.append, origin.append
         trusted = self.trust_headers
-        single, records, stamp = self.decoder.single, self.decoder.records, self.decoder.stamp
+        records, stamp = self.decoder.records, self.decoder.stamp
         own_source = position(partition, 0)
-        for msg in msgs:
+        singles = self.decoder.batch([msg.value for msg in msgs])  # `single` of each, in one call
+        for msg, event in zip(msgs, singles):
             if trusted and msg.headers:  # forwarded by the router: the original input position
                 pos = source_position(msg, partition, trusted)
             else:  # the hot path, inline: own partition and offset
                 pos = own_source | (msg.offset << SEQ_SHIFT)
-            event = single(msg.value)
             if event is not None:  # the hot path: one valid record
                 if stamp is None or stamp(msg, event, None, now, dead, trusted):
                     append((pos, event))
@@ -454,7 +459,7 @@ class Detector:
         for partition, pending in self.pending.items():
             if not pending or (chosen is not None and partition not in chosen):
                 continue
-            writes, expire_before = pending.encode(self.params.rule)
+            writes, expire_before = pending.encode(self.params.rule, self.encode_records)
             if writes:
                 changes[partition] = writes
                 self.metrics.counts["records_written"] += len(writes)

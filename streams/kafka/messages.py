@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams.core.deadletter import dead_letter, dead_letter_key
+from streams.core.native import Decode, python_decode
 from streams.core.parse import single_event
 from streams.core.records import IISEvent, ParseError
 from streams.core.shippers import MessageReader
@@ -101,24 +102,44 @@ def _no_fast_path(payload: bytes | str | None) -> IISEvent | None:
     return None
 
 
+def _no_fast_path_batch(values: list[Any]) -> list[IISEvent | None]:
+    return [None] * len(values)
+
+
+def _batch_of(single: Callable[[bytes | str | None], IISEvent | None]) -> Decode:
+    def batch(values: list[Any]) -> list[IISEvent | None]:
+        return [single(v) for v in values]
+
+    return batch
+
+
 class MessageDecoder:
     """The events of a message: `single` (the fast path: one W3CIISLog record, else None), then
-    `records` for the rest; with a `header:` or `fixed:` tenant, `stamp` sets each event's (None
-    otherwise: no tenants, or a `field:` one, which the reader and `single` set)."""
+    `records` for the rest; `batch` is `single` over a fetch's values at once (the engine's decoder,
+    core.native: the Python core's `single_event`, or the native extension's, which gives the same).
+    With a `header:` or `fixed:` tenant, `stamp` sets each event's (None otherwise: no tenants, or a
+    `field:` one, which the reader and `single` set)."""
 
-    __slots__ = ("reader", "single", "stamp", "tenant")
+    __slots__ = ("batch", "reader", "single", "stamp", "tenant")
 
-    def __init__(self, reader: MessageReader | None = None, tenant: TenantSpec | None = None) -> None:
+    def __init__(
+        self,
+        reader: MessageReader | None = None,
+        tenant: TenantSpec | None = None,
+        decode: Decode = python_decode,
+    ) -> None:
         self.reader = reader or MessageReader()
         # W3CIISLog records go the fast path unless another reading is forced on every message.
-        self.single: Callable[[bytes | str | None], IISEvent | None] = (
-            single_event if self.reader.force in (None, "w3ciislog") else _no_fast_path
-        )
+        fast = self.reader.force in (None, "w3ciislog")
+        self.single: Callable[[bytes | str | None], IISEvent | None] = single_event if fast else _no_fast_path
+        self.batch: Decode = decode if fast else _no_fast_path_batch
         self.tenant = tenant
         self.stamp: Callable[[Any, IISEvent, int | None, int, list[DeadLetter], bool], bool] | None = None
         if tenant is not None and tenant.source == "field":
-            fast = single_event_with_tenant(tenant) if self.single is single_event else None
-            self.single = fast or _no_fast_path
+            # the tenant is a field of the record: the tenant-aware fast path (the native decoder knows none)
+            single = single_event_with_tenant(tenant) if fast else None
+            self.single = single or _no_fast_path
+            self.batch = _batch_of(self.single)
         elif tenant is not None:
             self.stamp = self._stamp
 

@@ -69,9 +69,28 @@ def check_dead_letters(job: Job, got: list[Record], want: Mapping[str, tuple[str
 # ------------------------------------------------------------------------------------------------ tests
 
 
-def test_keyed_input_rocksdb_equals_replay_and_dead_letters_bad_lines(job: Job, tmp_path: Path) -> None:
+def engine_args(engine: str) -> tuple[str, ...]:
+    """`--engine ENGINE` for a test run with each engine; the native one is skipped where it is not built."""
+    if engine == "native":
+        from streams.core.native import native_problem
+
+        problem = native_problem()
+        if problem is not None:
+            pytest.skip(problem)
+    return ("--engine", engine)
+
+
+def check_engine_logged(job: Job, engine: str) -> None:
+    assert f"engine: {engine} (" in job.log.read_text(errors="replace"), "the worker did not say its engine"
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_keyed_input_rocksdb_equals_replay_and_dead_letters_bad_lines(
+    job: Job, tmp_path: Path, engine: str
+) -> None:
     """Keyed input through `iis-portscan produce`, RocksDB state: latest revisions == replay; every window
-    alerts early (revision 1) and then final; the three bad lines are dead-lettered with their reasons."""
+    alerts early (revision 1) and then final; the three bad lines are dead-lettered with their reasons.
+    With each engine (core.native): the same answer and dead letters."""
     records = recent_workload(30_000, seed=11)
     no_cip = dict(records[100])
     del no_cip["cIP"]
@@ -95,7 +114,8 @@ def test_keyed_input_rocksdb_equals_replay_and_dead_letters_bad_lines(job: Job, 
 
     alerts = job.reader(job.alert_topic)
     dlq = job.reader(job.dlq_topic)
-    with job.worker("--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"), env=env) as worker:
+    args = ("--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"), *engine_args(engine))
+    with job.worker(*args, env=env) as worker:
 
         def answered(got: list[Record]) -> bool:
             current = latest(values_of(got))
@@ -111,6 +131,7 @@ def test_keyed_input_rocksdb_equals_replay_and_dead_letters_bad_lines(job: Job, 
         alerts.poll(SETTLE_S)
 
     job.check_clean_stop(worker)
+    check_engine_logged(job, engine)
     produced = values_of(alerts.records)
     assert schema_errors(produced, "alert.schema.json") == []
     assert view(latest(produced).values()) == expected
@@ -345,11 +366,15 @@ def test_topics_create_is_idempotent_and_alert_topic_is_compacted(job: Job, kafk
     assert int(configs[job.dlq_topic]["retention.ms"]) == 7 * 86_400_000
 
 
-@pytest.mark.parametrize("store", ["rocksdb", "redis"])
-def test_a_tiny_max_open_windows_equals_replay(job: Job, tmp_path: Path, store: str, request: Any) -> None:
+@pytest.mark.parametrize(
+    ("store", "engine"), [("rocksdb", "python"), ("rocksdb", "native"), ("redis", "auto")]
+)
+def test_a_tiny_max_open_windows_equals_replay(
+    job: Job, tmp_path: Path, store: str, engine: str, request: Any
+) -> None:
     """`--max-open-windows 20` over a thousand clients: windows are spilled to the store (RocksDB with its
     changelog, or Redis), read back when their client returns and closed from the store, and the latest
-    revisions still equal replay."""
+    revisions still equal replay, with each engine."""
     records = recent_workload(8_000, seed=17, scan_share=0.2, benign_clients=1_000)
     sample = tmp_path / "sample.jsonl"
     sample.write_bytes(jsonl(records))
@@ -361,6 +386,7 @@ def test_a_tiny_max_open_windows_equals_replay(job: Job, tmp_path: Path, store: 
     job.cli("produce", str(sample), env=env)
     alerts = job.reader(job.alert_topic)
     args = ("--max-open-windows", "20", "--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"))
+    args += engine_args(engine)
     try:
         with job.worker(*args, env=env) as worker:
             await_answer(alerts, expected, worker.check_alive, "alerts == replay", closed=False)

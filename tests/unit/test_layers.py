@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "streams"
 
 # Lowest first. A module's layer is that of its longest prefix listed here ("streams": itself only).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("streams", "streams.errors"),  # the package itself: its version, nothing imported
+    # the package itself (its version, nothing imported), and the native extension the core may use
+    ("streams", "streams.errors", "streams._native"),
     ("streams.core",),
     ("streams.state", "streams.logs"),
     ("streams.settings",),

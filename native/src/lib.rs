@@ -1,0 +1,984 @@
+//! The hot path of iis-portscan in Rust: a batch of raw Kafka record values (W3CIISLog JSON objects)
+//! decoded to the core's `IISEvent`, with the same answer as `streams.core.parse.single_event`.
+//!
+//! The Python core is the reference. This decoder only *claims* a record it can judge exactly: one JSON
+//! object, strictly valid (grammar, UTF-8, escapes; no lone surrogate), whose 13 columns are present once
+//! each with their usual types (strings, an integer port 0-65535), the group keys at most 256 characters
+//! and TimeGenerated of the usual UTC form. Anything else - an escape in a key, a duplicate column, a
+//! number it would have to convert, nesting past a small depth, an offset time - goes to the Python
+//! function it was given (`single_event`) for that record: never a different answer, never a different
+//! dead letter (the dead letter is made by the Python path from the same bytes).
+//!
+//! The GIL is released while a batch is scanned; the Python objects are built after, with it held.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::ffi;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple, PyType};
+use rustc_hash::FxHashMap;
+
+const MAX_KEY_CHARS: usize = 256; // streams.core.parse.MAX_KEY_CHARS
+const MAX_DEPTH: usize = 32; // deeper skipped values: judged by Python
+const N_COLUMNS: usize = 13;
+const SPORT: usize = 4;
+// A string of at most this many bytes is shared between events (one Python object per distinct value,
+// its hash computed once); the memo is emptied when it holds MEMO_ENTRIES of them.
+const MEMO_MAX_LEN: usize = 160;
+const MEMO_ENTRIES: usize = 16_384;
+// Batches smaller than this are scanned without releasing the GIL (releasing costs more than it frees).
+const DETACH_MIN: usize = 16;
+// Payloads scanned per release of the GIL.
+const CHUNK: usize = 512;
+
+/// The column index of a key, in IISEvent's positional order (sPort at 4).
+#[inline]
+fn column(key: &[u8]) -> Option<usize> {
+    Some(match key {
+        b"TimeGenerated" => 0,
+        b"cIP" => 1,
+        b"Computer" => 2,
+        b"sIP" => 3,
+        b"sPort" => 4,
+        b"csMethod" => 5,
+        b"csUriQuery" => 6,
+        b"csUserName" => 7,
+        b"sSiteName" => 8,
+        b"csUserAgent" => 9,
+        b"scStatus" => 10,
+        b"scSubStatus" => 11,
+        b"scWin32Status" => 12,
+        _ => return None,
+    })
+}
+
+/// A decoded string: a span of the payload (no escape in it) or its unescaped text.
+enum Text {
+    Span(usize, usize),
+    Owned(String),
+}
+
+impl Text {
+    #[inline]
+    fn bytes<'a>(&'a self, payload: &'a [u8]) -> &'a [u8] {
+        match self {
+            Text::Span(a, b) => &payload[*a..*b],
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// One claimed record: its event's fields (texts by column; the port's slot unused).
+struct Parsed {
+    time_ms: i64,
+    port: u32,
+    texts: [Text; N_COLUMNS],
+}
+
+/// Not judged here: the record goes to the Python path.
+struct Unsure;
+
+type Judged<T> = Result<T, Unsure>;
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+#[inline]
+fn hex(c: u8) -> Judged<u32> {
+    match c {
+        b'0'..=b'9' => Ok((c - b'0') as u32),
+        b'a'..=b'f' => Ok((c - b'a' + 10) as u32),
+        b'A'..=b'F' => Ok((c - b'A' + 10) as u32),
+        _ => Err(Unsure),
+    }
+}
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Judged<u8> {
+        self.b.get(self.i).copied().ok_or(Unsure)
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Judged<()> {
+        if self.peek()? == c {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    fn hex4(&mut self) -> Judged<u32> {
+        let b = self.b;
+        if self.i + 4 > b.len() {
+            return Err(Unsure);
+        }
+        let v = (hex(b[self.i])? << 12)
+            | (hex(b[self.i + 1])? << 8)
+            | (hex(b[self.i + 2])? << 4)
+            | hex(b[self.i + 3])?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// A JSON string at the cursor (which is on its opening quote): its text, strictly validated.
+    fn string(&mut self) -> Judged<Text> {
+        self.expect(b'"')?;
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        // fast scan: up to the closing quote, or the first escape
+        i += memchr::memchr2(b'"', b'\\', &b[i..]).ok_or(Unsure)?;
+        let span = &b[start..i];
+        if span.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
+            return Err(Unsure); // a raw control character: not JSON
+        }
+        if b[i] == b'"' {
+            if !span.is_ascii() {
+                std::str::from_utf8(span).map_err(|_| Unsure)?;
+            }
+            self.i = i + 1;
+            return Ok(Text::Span(start, i));
+        }
+        // with escapes: unescape into an owned string
+        let mut out: Vec<u8> = Vec::with_capacity(i - start + 16);
+        let mut seg = start;
+        loop {
+            let c = *b.get(i).ok_or(Unsure)?;
+            if c == b'"' {
+                out.extend_from_slice(&b[seg..i]);
+                self.i = i + 1;
+                let s = String::from_utf8(out).map_err(|_| Unsure)?;
+                return Ok(Text::Owned(s));
+            }
+            if c < 0x20 {
+                return Err(Unsure);
+            }
+            if c != b'\\' {
+                i += 1;
+                continue;
+            }
+            // validate the raw segment on its own: an escape must not complete a broken sequence
+            std::str::from_utf8(&b[seg..i]).map_err(|_| Unsure)?;
+            out.extend_from_slice(&b[seg..i]);
+            let e = *b.get(i + 1).ok_or(Unsure)?;
+            i += 2;
+            match e {
+                b'"' => out.push(b'"'),
+                b'\\' => out.push(b'\\'),
+                b'/' => out.push(b'/'),
+                b'b' => out.push(0x08),
+                b'f' => out.push(0x0c),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'u' => {
+                    self.i = i;
+                    let u = self.hex4()?;
+                    let code = if (0xD800..0xDC00).contains(&u) {
+                        // a high surrogate: only with its low half right after
+                        if b.get(self.i) != Some(&b'\\') || b.get(self.i + 1) != Some(&b'u') {
+                            return Err(Unsure);
+                        }
+                        self.i += 2;
+                        let lo = self.hex4()?;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return Err(Unsure);
+                        }
+                        0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
+                    } else if (0xDC00..0xE000).contains(&u) {
+                        return Err(Unsure); // a lone low surrogate
+                    } else {
+                        u
+                    };
+                    let ch = char::from_u32(code).ok_or(Unsure)?;
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i = self.i;
+                }
+                _ => return Err(Unsure),
+            }
+            seg = i;
+        }
+    }
+
+    /// A JSON number that is skipped: strict grammar (msgspec skips any such number; a very long one is
+    /// left to Python all the same).
+    fn skip_number(&mut self) -> Judged<()> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let run = |mut i: usize| {
+            while matches!(b.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+            i
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = run(i),
+            _ => return Err(Unsure),
+        }
+        if b.get(i) == Some(&b'.') {
+            let after = run(i + 1);
+            if after == i + 1 {
+                return Err(Unsure);
+            }
+            i = after;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let after = run(i);
+            if after == i {
+                return Err(Unsure);
+            }
+            i = after;
+        }
+        if i - start > 1000 {
+            return Err(Unsure);
+        }
+        self.i = i;
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Judged<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    /// Any JSON value that is not one of the columns: validated, not kept.
+    fn skip_value(&mut self, depth: usize) -> Judged<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return Err(Unsure);
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        b'}' => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Unsure),
+                    }
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return Err(Unsure);
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        b']' => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Unsure),
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// sPort: a plain JSON integer 0-65535 (no sign, fraction or exponent: Python judges those).
+    fn port(&mut self) -> Judged<u32> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let mut v: u32 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v * 10 + (c - b'0') as u32;
+            i += 1;
+            if i - start > 5 {
+                return Err(Unsure);
+            }
+        }
+        let n = i - start;
+        if n == 0 || (n > 1 && b[start] == b'0') || v > 65535 {
+            return Err(Unsure);
+        }
+        if matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+            return Err(Unsure);
+        }
+        self.i = i;
+        Ok(v)
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ => {
+            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+                29
+            } else {
+                28
+            }
+        }
+    }
+}
+
+#[inline]
+fn digits(t: &[u8], a: usize, b: usize) -> Judged<i64> {
+    let mut v = 0i64;
+    for &c in &t[a..b] {
+        if !c.is_ascii_digit() {
+            return Err(Unsure);
+        }
+        v = v * 10 + (c - b'0') as i64;
+    }
+    Ok(v)
+}
+
+/// TimeGenerated of the form `YYYY-MM-DD[Tt ]HH:MM:SS[(.|,)digits][Z|z]` from 1970 on, as
+/// `streams.core.timefmt.parse_iso_ms` reads it (floored to ms); any other form is Python's to judge.
+fn parse_time(t: &[u8]) -> Judged<i64> {
+    if t.len() < 19
+        || t[4] != b'-'
+        || t[7] != b'-'
+        || !matches!(t[10], b'T' | b't' | b' ')
+        || t[13] != b':'
+        || t[16] != b':'
+    {
+        return Err(Unsure);
+    }
+    let (y, mo, d) = (digits(t, 0, 4)?, digits(t, 5, 7)?, digits(t, 8, 10)?);
+    let (h, mi, s) = (digits(t, 11, 13)?, digits(t, 14, 16)?, digits(t, 17, 19)?);
+    if y < 1970 || !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+        return Err(Unsure);
+    }
+    let mut i = 19;
+    let mut frac = 0i64;
+    if i < t.len() && (t[i] == b'.' || t[i] == b',') {
+        i += 1;
+        let start = i;
+        while i < t.len() && t[i].is_ascii_digit() {
+            if i - start < 3 {
+                frac = frac * 10 + (t[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return Err(Unsure);
+        }
+        for _ in n..3 {
+            frac *= 10;
+        }
+    }
+    match &t[i..] {
+        b"" | b"Z" | b"z" => {}
+        _ => return Err(Unsure),
+    }
+    Ok(days_from_civil(y, mo, d) * 86_400_000 + ((h * 60 + mi) * 60 + s) * 1000 + frac)
+}
+
+/// Characters (code points) of valid UTF-8.
+#[inline]
+fn chars(s: &[u8]) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.iter().filter(|&&c| (c & 0xC0) != 0x80).count()
+    }
+}
+
+/// One payload judged: the event's fields, or Unsure.
+fn parse(payload: &[u8]) -> Judged<Parsed> {
+    let mut sc = Scan { b: payload, i: 0 };
+    let mut seen: u16 = 0;
+    let mut port: u32 = 0;
+    const EMPTY: Text = Text::Span(0, 0);
+    let mut texts: [Text; N_COLUMNS] = [EMPTY; N_COLUMNS];
+    sc.ws();
+    sc.expect(b'{')?;
+    sc.ws();
+    loop {
+        let key = sc.string()?;
+        let col = match key {
+            Text::Span(a, b) => column(&payload[a..b]),
+            // An escaped key: whether it names a column is Python's to judge when it would (an escaped
+            // spelling of a column name); any other is unknown however it is read.
+            Text::Owned(k) => match column(k.as_bytes()) {
+                Some(_) => return Err(Unsure),
+                None => None,
+            },
+        };
+        sc.ws();
+        sc.expect(b':')?;
+        sc.ws();
+        match col {
+            Some(c) => {
+                if seen & (1 << c) != 0 {
+                    return Err(Unsure); // a column given twice
+                }
+                seen |= 1 << c;
+                if c == SPORT {
+                    port = sc.port()?;
+                } else {
+                    if sc.peek()? != b'"' {
+                        return Err(Unsure); // null, a number where a string belongs: Python's rules
+                    }
+                    texts[c] = sc.string()?;
+                }
+            }
+            None => sc.skip_value(1)?,
+        }
+        sc.ws();
+        match sc.peek()? {
+            b',' => {
+                sc.i += 1;
+                sc.ws();
+            }
+            b'}' => {
+                sc.i += 1;
+                break;
+            }
+            _ => return Err(Unsure),
+        }
+    }
+    sc.ws();
+    if sc.i != payload.len() || seen != (1 << N_COLUMNS) - 1 {
+        return Err(Unsure);
+    }
+    for c in 1..=3 {
+        let s = texts[c].bytes(payload);
+        if s.len() > MAX_KEY_CHARS && chars(s) > MAX_KEY_CHARS {
+            return Err(Unsure);
+        }
+    }
+    let time_ms = parse_time(texts[0].bytes(payload))?;
+    Ok(Parsed { time_ms, port, texts })
+}
+
+/// Where an event's fields live: the columns', and the tenant's when the class has one.
+#[derive(Clone, Copy)]
+struct Slots {
+    columns: [isize; N_COLUMNS],
+    tenant: Option<isize>,
+}
+
+const TENANT_FIELD: &str = "tenant";
+
+// IISEvent's fields, in order (its __match_args__), the optional trailing tenant aside.
+const FIELDS: [&str; N_COLUMNS] = [
+    "time_ms",
+    "cIP",
+    "Computer",
+    "sIP",
+    "sPort",
+    "csMethod",
+    "csUriQuery",
+    "csUserName",
+    "sSiteName",
+    "csUserAgent",
+    "scStatus",
+    "scSubStatus",
+    "scWin32Status",
+];
+
+/// Where a slots dataclass keeps each field (the offsets of its member descriptors), when it is exactly
+/// what the generated __init__ would fill: then an event is allocated and its slots set directly, which
+/// is what that __init__ does, without the Python call. None: the class is called instead.
+fn slot_offsets(py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<Slots>> {
+    let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
+    let Ok(cls) = event.cast::<PyType>() else { return Ok(None) };
+    let names: Vec<String> = match cls.getattr("__match_args__").and_then(|m| m.extract()) {
+        Ok(names) => names,
+        Err(_) => return Ok(None),
+    };
+    // The W3CIISLog columns, then optionally the tenant (core.tenant), which the fast path sets to ""
+    // (its default: a configured tenant field never takes this path; see streams.kafka.messages).
+    let tenant = names.len() == N_COLUMNS + 1 && names[N_COLUMNS] == TENANT_FIELD;
+    if names[..names.len().min(N_COLUMNS)] != FIELDS[..] || !(names.len() == N_COLUMNS || tenant)
+        || cls.hasattr("__post_init__")?
+    {
+        return Ok(None);
+    }
+    let dict = cls.getattr("__dict__")?;
+    let basic = unsafe { (*cls.as_type_ptr()).tp_basicsize };
+    let offset_of = |name: &str| -> PyResult<Option<isize>> {
+        let descr = dict.get_item(name)?;
+        if !descr.get_type().is(&member_type) {
+            return Ok(None);
+        }
+        let member = unsafe { (*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef };
+        let (code, offset, flags) = unsafe { ((*member).type_code, (*member).offset, (*member).flags) };
+        if code != ffi::Py_T_OBJECT_EX || flags != 0 || offset < std::mem::size_of::<ffi::PyObject>() as isize
+            || offset + std::mem::size_of::<*mut ffi::PyObject>() as isize > basic
+        {
+            return Ok(None);
+        }
+        Ok(Some(offset))
+    };
+    let mut offsets = [0isize; N_COLUMNS];
+    for (n, name) in FIELDS.iter().enumerate() {
+        match offset_of(name)? {
+            Some(offset) => offsets[n] = offset,
+            None => return Ok(None),
+        }
+    }
+    let tenant_offset = if tenant {
+        match offset_of(TENANT_FIELD)? {
+            Some(offset) => Some(offset),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    Ok(Some(Slots { columns: offsets, tenant: tenant_offset }))
+}
+
+/// The decoder of one consumer: the event class, the Python path for records it does not judge, and
+/// the memo of shared strings.
+#[pyclass(module = "streams._native", unsendable)]
+struct Decoder {
+    slots: Option<Slots>,
+    event: Py<PyAny>,
+    fallback: Py<PyAny>,
+    memo: FxHashMap<Box<[u8]>, Py<PyString>>,
+    #[pyo3(get)]
+    claimed: u64,
+    #[pyo3(get)]
+    passed: u64,
+}
+
+impl Decoder {
+    fn text<'py>(&mut self, py: Python<'py>, s: &[u8]) -> Bound<'py, PyString> {
+        // valid UTF-8: checked while scanning
+        let text = unsafe { std::str::from_utf8_unchecked(s) };
+        if s.len() > MEMO_MAX_LEN {
+            return PyString::new(py, text);
+        }
+        if let Some(found) = self.memo.get(s) {
+            return found.bind(py).clone();
+        }
+        let made = PyString::new(py, text);
+        if self.memo.len() >= MEMO_ENTRIES {
+            self.memo.clear();
+        }
+        self.memo.insert(s.into(), made.clone().unbind());
+        made
+    }
+
+    fn build<'py>(&mut self, py: Python<'py>, payload: &[u8], p: &Parsed) -> PyResult<Bound<'py, PyAny>> {
+        let mut args: Vec<Bound<'py, PyAny>> = Vec::with_capacity(N_COLUMNS);
+        args.push(p.time_ms.into_pyobject(py)?.into_any());
+        for c in 1..N_COLUMNS {
+            if c == SPORT {
+                args.push(p.port.into_pyobject(py)?.into_any());
+            } else {
+                args.push(self.text(py, p.texts[c].bytes(payload)).into_any());
+            }
+        }
+        if let Some(Slots { columns: offsets, tenant }) = self.slots {
+            let event = self.event.bind(py);
+            unsafe {
+                let tp = event.as_ptr() as *mut ffi::PyTypeObject;
+                let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+                let obj = alloc(tp, 0);
+                if obj.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                for (value, offset) in args.into_iter().zip(offsets) {
+                    let slot = (obj as *mut u8).offset(offset) as *mut *mut ffi::PyObject;
+                    *slot = value.into_ptr(); // the slot takes the reference (a fresh object's slots are NULL)
+                }
+                if let Some(offset) = tenant {
+                    let slot = (obj as *mut u8).offset(offset) as *mut *mut ffi::PyObject;
+                    *slot = PyString::new(py, "").into_ptr(); // the field's default: no tenant
+                }
+                return Ok(Bound::from_owned_ptr(py, obj));
+            }
+        }
+        let tuple = PyTuple::new(py, args)?;
+        self.event.bind(py).call1(tuple)
+    }
+}
+
+#[pymethods]
+impl Decoder {
+    #[new]
+    #[pyo3(signature = (event, fallback, direct = true))]
+    fn new(py: Python<'_>, event: Py<PyAny>, fallback: Py<PyAny>, direct: bool) -> PyResult<Self> {
+        let slots = if direct { slot_offsets(py, event.bind(py))? } else { None };
+        Ok(Decoder { slots, event, fallback, memo: FxHashMap::default(), claimed: 0, passed: 0 })
+    }
+
+    /// Whether events are built by setting their slots (else by calling the class).
+    #[getter]
+    fn direct(&self) -> bool {
+        self.slots.is_some()
+    }
+
+    /// The event of each value (`fallback(value)` for every one not judged here): a list as long as
+    /// `values`, equal to `[fallback(v) for v in values]`.
+    fn decode<'py>(&mut self, py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Bound<'py, PyAny>> = values.iter().collect();
+        let slices: Vec<Option<&[u8]>> = items
+            .iter()
+            .map(|v| v.cast_exact::<PyBytes>().ok().map(|b| b.as_bytes()))
+            .collect();
+        let scan = |slices: &[Option<&[u8]>]| -> Vec<Judged<Parsed>> {
+            slices.iter().map(|s| s.map_or(Err(Unsure), parse)).collect()
+        };
+        let out = PyList::empty(py);
+        let fallback = self.fallback.clone_ref(py);
+        // In chunks: the scanned fields of a chunk are held until its events are built (bounded memory).
+        for start in (0..slices.len()).step_by(CHUNK) {
+            let chunk = &slices[start..slices.len().min(start + CHUNK)];
+            let parsed = if chunk.len() >= DETACH_MIN { py.detach(|| scan(chunk)) } else { scan(chunk) };
+            for (j, judged) in parsed.iter().enumerate() {
+                match (judged, chunk[j]) {
+                    (Ok(p), Some(payload)) => {
+                        self.claimed += 1;
+                        out.append(self.build(py, payload, p)?)?;
+                    }
+                    _ => {
+                        self.passed += 1;
+                        out.append(fallback.bind(py).call1((&items[start + j],))?)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this decoder claims `value` (for tests: a claimed value never reaches the fallback).
+    fn claims(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let bytes = value.cast_exact::<PyBytes>().map_err(|_| PyTypeError::new_err("bytes expected"))?;
+        Ok(parse(bytes.as_bytes()).is_ok())
+    }
+}
+
+
+// ---------------------------------------------------------------------------------- record encoding
+
+/// A str as UTF-8 bytes appended JSON-escaped exactly as orjson writes it: `"` `\` and the control
+/// characters escaped (\b \t \n \f \r short, the others \u00xx), everything else raw.
+fn put_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+fn put_int(out: &mut Vec<u8>, v: i128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let neg = v < 0;
+    let mut u = v.unsigned_abs() as u64; // within orjson's range: |v| < 2**64 (int_of)
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if neg {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// An exact int within orjson's range (i64 or u64), else Unsure.
+fn int_of(v: &Bound<'_, PyAny>) -> Judged<i128> {
+    if !v.is_exact_instance_of::<PyInt>() {
+        return Err(Unsure);
+    }
+    if let Ok(x) = v.extract::<i64>() {
+        return Ok(x as i128);
+    }
+    let x: i128 = v.extract().map_err(|_| Unsure)?;
+    if x < i64::MIN as i128 || x > u64::MAX as i128 {
+        return Err(Unsure);
+    }
+    Ok(x)
+}
+
+/// The UTF-8 of an exact str: borrowed from a compact ASCII one, else an owned copy (no UTF-8 cache
+/// left on the str: windows keep their values a long time).
+fn str_of<'a>(v: &'a Bound<'_, PyAny>) -> Judged<std::borrow::Cow<'a, [u8]>> {
+    let s = v.cast_exact::<PyString>().map_err(|_| Unsure)?;
+    unsafe {
+        let ptr = s.as_ptr();
+        if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) != 0 {
+            let n = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
+            return Ok(std::borrow::Cow::Borrowed(std::slice::from_raw_parts(data, n)));
+        }
+    }
+    let bytes = s.encode_utf8().map_err(|_| Unsure)?; // a lone surrogate: orjson refuses it, Python decides
+    Ok(std::borrow::Cow::Owned(bytes.as_bytes().to_vec()))
+}
+
+/// A string slot as stored: one value, a tuple's values in its (sorted) order, or a set's sorted (code
+/// point order = UTF-8 byte order).
+fn put_str_slot(out: &mut Vec<u8>, slot: &Bound<'_, PyAny>, cap: usize) -> Judged<()> {
+    if slot.is_exact_instance_of::<PyString>() {
+        put_json_str(out, &str_of(slot)?);
+        return Ok(());
+    }
+    if let Ok(t) = slot.cast_exact::<PyTuple>() {
+        out.push(b'[');
+        for (i, v) in t.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_json_str(out, &str_of(&v)?);
+        }
+        out.push(b']');
+        return Ok(());
+    }
+    let set = slot.cast_exact::<PySet>().map_err(|_| Unsure)?;
+    if cap > 0 && set.len() > cap {
+        return Err(Unsure); // to_bytes trims it first: Python's to do
+    }
+    let items: Vec<Bound<'_, PyAny>> = set.iter().collect();
+    let mut values: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+    for v in &items {
+        values.push(str_of(v)?);
+    }
+    values.sort_unstable();
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_json_str(out, v);
+    }
+    out.push(b']');
+    Ok(())
+}
+
+const BITMAP_PORTS: usize = 1024; // streams.core.aggregate._BITMAP_PORTS: a bitmap past it (Python's)
+
+/// `WindowRecord._encode()` (orjson of {"v","n","f","l","p","s","o","r","c"}), or Unsure.
+fn encode_record<'py>(py: Python<'py>, rec: &Bound<'py, PyAny>, cap: usize) -> Judged<Vec<u8>> {
+    let get = |name: &Bound<'py, PyString>| -> Judged<Bound<'py, PyAny>> { rec.getattr(name).map_err(|_| Unsure) };
+    let count = int_of(&get(pyo3::intern!(py, "count"))?)?;
+    let first = int_of(&get(pyo3::intern!(py, "first_ms"))?)?;
+    let last = int_of(&get(pyo3::intern!(py, "last_ms"))?)?;
+    let ports = get(pyo3::intern!(py, "_ports"))?;
+    let sets = get(pyo3::intern!(py, "_sets"))?;
+    let applied = get(pyo3::intern!(py, "_applied"))?;
+    let sent = int_of(&get(pyo3::intern!(py, "alerts_sent"))?)?;
+    let closed = get(pyo3::intern!(py, "closed"))?;
+    let closed = if closed.is(&pyo3::types::PyBool::new(py, true)) {
+        true
+    } else if closed.is(&pyo3::types::PyBool::new(py, false)) {
+        false
+    } else {
+        return Err(Unsure);
+    };
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"v\":2,\"n\":");
+    put_int(&mut out, count);
+    out.extend_from_slice(b",\"f\":");
+    put_int(&mut out, first);
+    out.extend_from_slice(b",\"l\":");
+    put_int(&mut out, last);
+    out.extend_from_slice(b",\"p\":");
+    if ports.is_none() {
+        out.extend_from_slice(b"null");
+    } else if ports.is_exact_instance_of::<PyInt>() {
+        put_int(&mut out, int_of(&ports)?);
+    } else {
+        let mut values: Vec<i128> = Vec::new();
+        if let Ok(t) = ports.cast_exact::<PyTuple>() {
+            for v in t.iter() {
+                values.push(int_of(&v)?); // in its (sorted) order, as stored
+            }
+        } else if let Ok(set) = ports.cast_exact::<PySet>() {
+            if set.len() > BITMAP_PORTS {
+                return Err(Unsure);
+            }
+            for v in set.iter() {
+                values.push(int_of(&v)?);
+            }
+            values.sort_unstable();
+        } else {
+            return Err(Unsure);
+        }
+        out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_int(&mut out, *v);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b",\"s\":");
+    if sets.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(t) = sets.cast_exact::<PyTuple>() {
+        out.push(b'[');
+        for (i, v) in t.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_json_str(&mut out, &str_of(&v)?); // a one-request window: one value per set
+        }
+        out.push(b']');
+    } else if let Ok(list) = sets.cast_exact::<PyList>() {
+        out.push(b'[');
+        for (i, slot) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            put_str_slot(&mut out, &slot, cap)?;
+        }
+        out.push(b']');
+    } else {
+        return Err(Unsure);
+    }
+    out.extend_from_slice(b",\"o\":");
+    if applied.is_none() {
+        out.extend_from_slice(b"[]");
+    } else if applied.is_exact_instance_of::<PyInt>() {
+        let pos: u128 = applied.extract().map_err(|_| Unsure)?;
+        out.push(b'[');
+        out.push(b'[');
+        put_int(&mut out, int_of(&(pos >> 64).into_pyobject(py).map_err(|_| Unsure)?.into_any())?);
+        out.push(b',');
+        put_int(&mut out, (pos & u64::MAX as u128) as i128);
+        out.extend_from_slice(b"]]");
+    } else if let Ok(d) = applied.cast_exact::<PyDict>() {
+        out.push(b'[');
+        for (i, (k, v)) in d.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            put_int(&mut out, int_of(&k)?);
+            out.push(b',');
+            put_int(&mut out, int_of(&v)?);
+            out.push(b']');
+        }
+        out.push(b']');
+    } else {
+        return Err(Unsure);
+    }
+    out.extend_from_slice(b",\"r\":");
+    put_int(&mut out, sent);
+    out.extend_from_slice(if closed { b",\"c\":true}" } else { b",\"c\":false}" });
+    Ok(out)
+}
+
+/// The stored bytes of each record of `records` (key -> WindowRecord), in order: what `to_bytes(rule)`
+/// gives. A record whose encoding needs Python's rules (a set to trim past `cap`, a port bitmap, a value
+/// orjson would refuse, bytes past `max_bytes`: shrinking) goes to `fallback(record)`.
+#[pyfunction]
+fn encode_records<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyDict>,
+    cap: usize,
+    max_bytes: usize,
+    fallback: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (key, rec) in records.iter() {
+        match encode_record(py, &rec, cap) {
+            Ok(data) if data.len() <= max_bytes => out.set_item(key, PyBytes::new(py, &data))?,
+            _ => out.set_item(key, fallback.call1((&rec,))?)?,
+        }
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Decoder>()?;
+    m.add_function(wrap_pyfunction!(encode_records, m)?)?;
+    m.add("ABI", 1)?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+"""Types of the optional native extension (native/src/lib.rs), built as streams._native."""
+
+from collections.abc import Callable
+from typing import Any
+
+ABI: int
+
+class Decoder:
+    """A batch of raw record values to events, equal to `fallback` of each (which it calls for those it
+    does not judge)."""
+
+    claimed: int
+    passed: int
+
+    def __init__(self, event: type, fallback: Callable[[Any], Any]) -> None: ...
+    def decode(self, values: list[Any]) -> list[Any]: ...
+    def claims(self, value: bytes) -> bool: ...
