@@ -8,7 +8,10 @@ BIN := $(VENV)/bin
 # Every dependency, the test extras included, pinned with hashes for Python 3.11 on Linux x86_64: the
 # versions the tests ran. `make lock` writes it again from pyproject.toml.
 LOCK := requirements.lock
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
+# The native extension (native/, built by `pip install -e .`) is part of the stamp: a changed crate is
+# built again by the next `make setup`, never left stale in the editable install.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(LOCK) native/Cargo.toml native/Cargo.lock \
+	$(wildcard native/src/*.rs) | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help lock setup services-up services-down services-status test test-unit test-no-rust chaos lint demo bench clean
@@ -27,7 +30,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml setup.py $(LOCK) native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required ($(PYTHON))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

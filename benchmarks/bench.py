@@ -1,7 +1,7 @@
 """`make bench`: throughput, early-alert latency and memory of the worker through a real broker,
 beside two baselines measured in the same run (a bare consumer, and the naive faust idiom).
 
-Every step checks its own answer against `replay`'s (the core's BatchDetector over the same events),
+Every step checks its own answer against `replay`'s (the core's OfflineRule over the same events),
 so a fast wrong answer shows as FAIL. Numbers are printed and written to
 benchmarks/results/latest.json; nothing here asserts a speed.
 """
@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from benchmarks import load
 from benchmarks.load import Crossing, Expected, Sender, encoded, fill
 from streams.core.alerts import SET_COLUMNS, build_alert
-from streams.core.batch import BatchDetector
+from streams.core.offline import OfflineRule
 from streams.core.parse import parse_json
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -1091,7 +1091,7 @@ def window_id(alert: dict[str, Any]) -> WindowId:
 
 
 def replay_topic(ctx: Ctx, topic: str, params: RuleParams) -> Replayed:
-    """Read `topic` back and run the core's BatchDetector (what `replay` runs) over it, settling the
+    """Read `topic` back and run the core's OfflineRule (what `replay` runs) over it, settling the
     windows that every partition has passed as it goes."""
     consumer = Consumer(
         {
@@ -1106,7 +1106,7 @@ def replay_topic(ctx: Ctx, topic: str, params: RuleParams) -> Replayed:
     parts = sorted(ctx.admin.list_topics(timeout=10).topics[topic].partitions)
     ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    detector = BatchDetector(params)
+    detector = OfflineRule(params)
     windows, cap = detector.windows, params.max_set_size
     alerts: dict[WindowId, dict[str, Any]] = {}
     newest = [-1] * len(parts)

@@ -1,6 +1,6 @@
 """Benchmark input: generated W3CIISLog traffic produced into Kafka, with the answer `replay` gives.
 
-The expected answer is computed in the same pass by the core's BatchDetector (what `replay` runs),
+The expected answer is computed in the same pass by the core's OfflineRule (what `replay` runs),
 draining windows as event time passes them so that millions of events need little memory.
 """
 
@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams.core.alerts import alert_id
-from streams.core.batch import BatchDetector
+from streams.core.offline import OfflineRule
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -41,7 +41,7 @@ class Expected:
     events: int = 0
 
     def __post_init__(self) -> None:
-        self._detector = BatchDetector(self.params)
+        self._detector = OfflineRule(self.params)
         self._drained_to = 0
 
     def add(self, event: IISEvent) -> None:

@@ -14,10 +14,10 @@ from typing import BinaryIO, TextIO
 import orjson
 
 from streams.core.allowlist import Allowlist, AllowlistError, judge
-from streams.core.batch import BatchDetector
 from streams.core.entities import add_entities, ocsf_finding
 from streams.core.escape import dumps, printable
 from streams.core.notify import notify_all
+from streams.core.offline import OfflineRule
 from streams.core.records import IISEvent, ParseError
 from streams.io.sources import SourceOptions, iter_file, open_binary
 from streams.settings import Settings
@@ -144,12 +144,12 @@ def run_replay(
     from streams.io.tenant_file import replay_thresholds
 
     allowlist = load_allowlist(settings)
-    detector = BatchDetector(settings.rule_params(), replay_thresholds(settings))
-    stats = read_events(paths, options, detector.add, err)
-    verdict = judge(detector.alerts(), allowlist)  # the `where ... !in (...)` clause, see core.allowlist
+    rule = OfflineRule(settings.rule_params(), replay_thresholds(settings))
+    stats = read_events(paths, options, rule.add, err)
+    verdict = judge(rule.alerts(), allowlist)  # the `where ... !in (...)` clause, see core.allowlist
     alerts = verdict.kept
     if settings.alert_entities:
-        alerts = [add_entities(a, detector.params.max_record_bytes) for a in alerts]
+        alerts = [add_entities(a, rule.params.max_record_bytes) for a in alerts]
     notes = 0
     if notify_out is not None:
         records = notify_all(alerts, settings.notify_params())
@@ -158,14 +158,14 @@ def run_replay(
         notify_out.flush()
         notes = sum(1 for _, r in records if r["Kind"] == "page")
     ocsf = settings.alert_format == "ocsf"  # one OCSF Detection Finding per alert, bounded like an alert
-    max_bytes = detector.params.max_alert_bytes
+    max_bytes = rule.params.max_alert_bytes
     for alert in alerts:
         record = ocsf_finding(alert, max_bytes) if ocsf else alert
         out.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     out.flush()
     bad = stats.report(err)
     err.write(
-        f"replay: {stats.events} events, {len(detector.windows)} windows, {len(alerts)} alerts, {bad}"
+        f"replay: {stats.events} events, {len(rule.windows)} windows, {len(alerts)} alerts, {bad}"
         f"{f', {len(verdict.suppressed)} allowlisted' if allowlist is not None else ''}"
         f"{f', {notes} notifications' if notify_out is not None else ''}\n"
     )

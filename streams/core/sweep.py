@@ -15,8 +15,8 @@ from typing import Any
 
 from streams.core.alerts import alert_sort_key, build_alert
 from streams.core.allowlist import Allowlist, judge
-from streams.core.batch import BatchDetector
 from streams.core.notify import NotifyParams, notify_all
+from streams.core.offline import OfflineRule
 from streams.core.records import IISEvent
 from streams.core.rule import RuleConfigError, RuleParams
 
@@ -69,12 +69,12 @@ def parse_sweep(args: list[str], parse_duration: Any, base: RuleParams) -> tuple
 
 
 class Sweep:
-    """One BatchDetector per bin size, fed by one pass over the input."""
+    """One OfflineRule per bin size, fed by one pass over the input."""
 
     def __init__(self, base: RuleParams, thresholds: list[int], bins: list[int]) -> None:
         self.thresholds = thresholds
-        self.detectors = {b: BatchDetector(replace(base, bin_ms=b, threshold=min(thresholds))) for b in bins}
-        self._adds = [d.add for d in self.detectors.values()]
+        self.rules = {b: OfflineRule(replace(base, bin_ms=b, threshold=min(thresholds))) for b in bins}
+        self._adds = [d.add for d in self.rules.values()]
 
     def add(self, event: IISEvent) -> None:
         for add in self._adds:
@@ -82,12 +82,12 @@ class Sweep:
 
     def alerts(self, bin_ms: int, threshold: int) -> list[dict[str, Any]]:
         """What `replay --bin bin_ms --threshold threshold` prints (before an allowlist)."""
-        detector = self.detectors[bin_ms]
-        params = replace(detector.params, threshold=threshold)
+        rule = self.rules[bin_ms]
+        params = replace(rule.params, threshold=threshold)
         cap = params.max_set_size
         found = [
             build_alert(key, agg, params)
-            for key, agg in detector.windows.items()
+            for key, agg in rule.windows.items()
             if agg.port_count(cap) >= threshold
         ]
         found.sort(key=alert_sort_key)
@@ -98,7 +98,7 @@ class Sweep:
     ) -> list[tuple[Row, list[dict[str, Any]]]]:
         """Every combination (bin, then threshold ascending) with its alerts."""
         out = []
-        for bin_ms in self.detectors:
+        for bin_ms in self.rules:
             for threshold in self.thresholds:
                 verdict = judge(self.alerts(bin_ms, threshold), allowlist)
                 period = max(notify.period_ms - notify.period_ms % bin_ms, bin_ms)  # a multiple of the bin

@@ -245,7 +245,7 @@ class Detector:
         dead: list[DeadLetter] = []
         append, from_message = batch.append, origin.append
         trusted = self.trust_headers
-        records, stamp = self.decoder.records, self.decoder.stamp
+        events, stamp = self.decoder.events, self.decoder.stamp
         own_source = position(partition, 0)
         singles = self.decoder.batch([msg.value for msg in msgs])  # `single` of each, in one call
         for msg, event in zip(msgs, singles):
@@ -258,7 +258,7 @@ class Detector:
                     append((pos, event))
                     from_message(msg)
                 continue
-            for index, event in records(msg, now, dead, trusted):
+            for index, event in events(msg, now, dead, trusted):
                 if stamp is not None and not stamp(msg, event, index, now, dead, trusted):
                     continue
                 if index is not None:

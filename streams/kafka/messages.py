@@ -115,7 +115,7 @@ def _batch_of(single: Callable[[bytes | str | None], IISEvent | None]) -> Decode
 
 class MessageDecoder:
     """The events of a message: `single` (the fast path: one W3CIISLog record, else None), then
-    `records` for the rest; `batch` is `single` over a fetch's values at once (the engine's decoder,
+    `events` for the rest; `batch` is `single` over a fetch's values at once (the engine's decoder,
     core.native: the Python core's `single_event`, or the native extension's, which gives the same).
     With a `header:` or `fixed:` tenant, `stamp` sets each event's (None otherwise: no tenants, or a
     `field:` one, which the reader and `single` set)."""
@@ -156,7 +156,7 @@ class MessageDecoder:
         dead.append(dead_letter_of(tenant, msg, index, now, trusted))  # type: ignore[arg-type]
         return False
 
-    def records(
+    def events(
         self, msg: Any, now: int, dead: list[DeadLetter], trusted: bool
     ) -> Iterator[tuple[int | None, IISEvent]]:
         """(index in the envelope or None, event) of each valid record of a message that `single` did

@@ -41,7 +41,7 @@ class Router:
         dead: list[DeadLetter] = []
         send = self.publisher.producer.send
         topic = self.by_key_topic
-        single, records, stamp = self.decoder.single, self.decoder.records, self.decoder.stamp
+        single, events, stamp = self.decoder.single, self.decoder.events, self.decoder.stamp
         routed = 0
         for msg in (msg for batch in fetch.values() for msg in batch):
             event = single(msg.value)
@@ -51,7 +51,7 @@ class Router:
                     send(topic, routing_key(event), msg.value, headers=headers)
                     routed += 1
                 continue
-            for index, event in records(msg, now, dead, trusted=False):
+            for index, event in events(msg, now, dead, trusted=False):
                 if stamp is not None and not stamp(msg, event, index, now, dead, False):
                     continue
                 value = orjson.dumps(event_record(event))  # self-contained: the detector's fast path

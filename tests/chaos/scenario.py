@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from streams.core.alerts import RULE_COLUMNS
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import MessageReader
 from streams.core.timefmt import format_iso_ms
@@ -462,7 +462,7 @@ def expected(msgs: list[Message]) -> dict[str, dict[str, Any]]:
     for m in msgs:
         if m.kind == "event":
             events.extend(r for _, r in reader.read(m.value) if isinstance(r, IISEvent))
-    return {a["AlertId"]: {k: a[k] for k in COMPARED} for a in detect(events)}
+    return {a["AlertId"]: {k: a[k] for k in COMPARED} for a in offline_alerts(events)}
 
 
 def groups_of(msgs: list[Message]) -> dict[tuple[str, str, str], Counter[int]]:

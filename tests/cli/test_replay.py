@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from streams.cli import main
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.io.sample import Workload, generate
@@ -128,7 +128,7 @@ def test_any_order_same_alerts_sorted(capsys: pytest.CaptureFixture[str], tmp_pa
     path.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records))
     code, alerts, _ = run([str(path)], capsys, tmp_path)
     assert code == 0
-    expected = detect(e for e in map(event_from_record, records) if isinstance(e, IISEvent))
+    expected = offline_alerts(e for e in map(event_from_record, records) if isinstance(e, IISEvent))
     assert alerts == orjson.loads(orjson.dumps(expected))
     keys = [(-x["portCount"], x["TimeGenerated"], x["cIP"]) for x in alerts]
     assert keys == sorted(keys) and len(alerts) > 3

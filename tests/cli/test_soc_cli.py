@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from streams.cli import main
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -27,7 +27,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
     path = tmp_path_factory.mktemp("soc") / "sample.jsonl"
     path.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records))
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
-    return path, detect(events)
+    return path, offline_alerts(events)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -93,7 +93,9 @@ def test_sweep_table_and_output_dir(
     assert lines(out_dir / "alerts-bin10m-threshold30.jsonl") == alerts
     events = [event_from_record(orjson.loads(line)) for line in path.read_bytes().splitlines()]
     valid = [e for e in events if isinstance(e, IISEvent)]
-    assert lines(out_dir / "alerts-bin10m-threshold20.jsonl") == detect(valid, RuleParams(threshold=20))
+    assert lines(out_dir / "alerts-bin10m-threshold20.jsonl") == offline_alerts(
+        valid, RuleParams(threshold=20)
+    )
     assert "read once" in captured.err
     assert main(["replay", str(path), "--sweep", "ports=3"]) == 2
 

@@ -29,9 +29,9 @@ from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema, get_packag
 from streams.cli import main
 from streams.core.aggregate import WindowAgg
 from streams.core.alerts import build_alert
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.ocsf import OCSF_VERSION, is_hostname, is_ip, to_ocsf
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -230,7 +230,7 @@ def replay_alerts() -> list[dict[str, Any]]:
         event = event_from_record(record)
         assert isinstance(event, IISEvent)
         events.append(event)
-    alerts = detect(events)
+    alerts = offline_alerts(events)
     assert len(alerts) >= 3
     return alerts
 

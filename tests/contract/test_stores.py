@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import pytest
 from rocksdict import Options, Rdict
 
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
@@ -296,7 +296,7 @@ def check_engine_over_store(
         return latest
 
     latest = run(go())
-    expected = detect(events, params.rule)
+    expected = offline_alerts(events, params.rule)
     keys = ("AlertId", "ConnectionsCount", "portCount", "set_sPort", "FirstSeen", "LastSeen")
     assert sorted(tuple(str(a[k]) for k in keys) for a in latest.values()) == sorted(
         tuple(str(a[k]) for k in keys) for a in expected

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.timefmt import parse_iso_ms
@@ -379,7 +379,7 @@ def test_hostile_scanner_with_8kb_values_gets_exact_alert(job: Job, tmp_path: Pa
         records.append(rec)
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
     assert len(events) == 200
-    (want,) = detect(events)
+    (want,) = offline_alerts(events)
     shared = (*COMPARED, "TruncatedSets", "TrimmedSets")
 
     env = job.env(input_keyed="true", partitions="1", idle_timeout="3s")

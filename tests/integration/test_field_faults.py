@@ -5,8 +5,9 @@ a group (the issue-12 fault behaviour).
 Broker faults use a private broker (tests/integration/private_services.py) shared by this module's tests
 that need one, so the shared broker other tests use is never frozen or stopped; Redis faults use a private
 redis-server with AOF. Each test compares the latest revision per AlertId on the compared columns with
-`replay` (core.batch.detect) over the same events, as test_worker.py does, and every wait is a poll against
-a deadline; the only fixed waits are the faults' own durations (a 40 s freeze, a 5 s broker outage).
+`replay` (core.offline.offline_alerts) over the same events, as test_worker.py does, and every wait is a
+poll against a deadline; the only fixed waits are the faults' own durations (a 40 s freeze, a 5 s broker
+outage).
 """
 
 from __future__ import annotations

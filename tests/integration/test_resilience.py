@@ -4,7 +4,7 @@ Each test produces one generated workload with many scans (made once per module)
 runs `iis-portscan worker` processes, and disturbs them once a worker has processed, or the job's group
 has committed, a given share of the input - not after a sleep, so the disturbance lands mid-stream on a
 fast machine as on a slow one, which each test asserts (the group had not committed the whole input
-when it came). The latest revision per AlertId must equal `replay` (core.batch.detect) over the same
+when it came). The latest revision per AlertId must equal `replay` (core.offline.offline_alerts) over the same
 events, with no dead letter.
 """
 

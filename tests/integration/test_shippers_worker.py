@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
@@ -40,7 +40,7 @@ def expected() -> dict[str, dict[str, Any]]:
     records = [orjson.loads(line) for line in (DATA / "w3ciislog.jsonl").read_bytes().splitlines() if line]
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
     assert len(events) == len(records)
-    return view(detect(events))
+    return view(offline_alerts(events))
 
 
 def run(job: Job, tmp_path: Path, name: str, **settings: str) -> None:

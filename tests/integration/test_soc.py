@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from streams.core.allowlist import Allowlist, entry_of_record, parse_text
-from streams.core.batch import detect
 from streams.core.notify import NotifyParams, notify_all
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
@@ -57,7 +57,7 @@ def filtered_view(
         allowlist = next(a for lo, hi, a in lists if lo <= start < hi)
         if not allowlist.matches_row(start, record):
             kept.append(ev)
-    return view(detect(kept))
+    return view(offline_alerts(kept))
 
 
 def test_allowlist_file_and_topic_changes_reach_a_running_worker(job: Job, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_notifications_survive_sigkill_without_a_lost_or_new_page(
     job.cli("topics", "create", env=env)
     produce(job.brokers, job.input_topic, [(r["cIP"].encode(), orjson.dumps(r)) for r in records])
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
-    want = notify_all(detect(events), NotifyParams(period_ms=3_600_000, cap=0))
+    want = notify_all(offline_alerts(events), NotifyParams(period_ms=3_600_000, cap=0))
     pages_want = {k for k, r in want if r["Kind"] == "page"}
     assert len(pages_want) > 20
     data_dir = tmp_path / "state"

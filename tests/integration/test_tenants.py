@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
@@ -38,7 +38,7 @@ def test_a_worker_with_two_tenants_on_one_topic_equals_replay(job: Job, tmp_path
     thresholds = tmp_path / "thresholds.csv"
     thresholds.write_text("tenant,threshold\nfabrikam,60\n")
     events = [e for e in map(event_from_record, base) if isinstance(e, IISEvent)]
-    scanners = sorted({a["cIP"] for a in detect(events)})
+    scanners = sorted({a["cIP"] for a in offline_alerts(events)})
     allowlist = tmp_path / "allowlist.csv"
     allowlist.write_text(f"field,value,reason,tenant\ncIP,{scanners[0]},contoso's pen test,contoso\n")
     settings = {

@@ -6,7 +6,7 @@ then SIGKILL after 30 s; every wait is a poll against a deadline.
 
 What the tests pin:
 - keyed input (RocksDB, repartition-free) and unkeyed input (router + internal topic) both end with the latest
-  revision per AlertId equal to `replay` (core.batch.detect) over the valid events;
+  revision per AlertId equal to `replay` (core.offline.offline_alerts) over the valid events;
 - a window's first alert is `early` (revision 1) and a `final` follows when the watermark closes it;
 - bad input is dead-lettered exactly once each, with its reason, coordinates and payload;
 - late events within the retention revise a closed window (`late`), older ones are `too-late`;

@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from streams.core.alerts import RULE_COLUMNS
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.io.sample import Workload, generate
@@ -39,7 +39,8 @@ from streams.io.sample import Workload, generate
 from .private_services import free_ports
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "streams" / "schemas"
-# What a stream alert shares with `replay` (core.batch.detect): the rule's projection and the exact extras.
+# What a stream alert shares with `replay` (core.offline.offline_alerts): the rule's projection and the
+# exact extras.
 COMPARED = (*RULE_COLUMNS, "DistinctPortCount", "FirstSeen", "LastSeen")
 BIN_MS = 600_000
 CLI_TIMEOUT_S = 60.0
@@ -593,7 +594,7 @@ def recent_workload(events: int, seed: int, **shape: Any) -> list[dict[str, Any]
 def expected_view(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What `replay` answers over the valid records."""
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
-    return view(detect(events))
+    return view(offline_alerts(events))
 
 
 def values_of(records: list[Record]) -> list[dict[str, Any]]:

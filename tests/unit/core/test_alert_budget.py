@@ -11,8 +11,8 @@ import pytest
 
 from streams.cli import main
 from streams.core.alerts import NUL_TEXT, SET_COLUMNS, TRIMMABLE
-from streams.core.batch import detect
 from streams.core.escape import dumps
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import DEFAULT_MAX_ALERT_BYTES, DEFAULT_MAX_SET_BYTES, RuleConfigError, RuleParams
 from streams.settings import ConfigError, Settings
@@ -54,9 +54,9 @@ def check_budget(alert: dict[str, Any], max_alert: int, max_set: int) -> None:
 
 def test_the_issue_alert_is_small_by_default_with_exact_counts() -> None:
     unbounded = RuleParams(max_alert_bytes=900_000, max_set_bytes=900_000)
-    (big,) = detect(scanner(), unbounded)
+    (big,) = offline_alerts(scanner(), unbounded)
     assert len(dumps(big)) > ISSUE_SIZE  # the alert the issue measured
-    (alert,) = detect(scanner())
+    (alert,) = offline_alerts(scanner())
     check_budget(alert, DEFAULT_MAX_ALERT_BYTES, DEFAULT_MAX_SET_BYTES)
     assert set(alert["TrimmedSets"]) == {"set_csMethod", "set_decodedUriQuery", "set_csUserName",
                                          "set_sSiteName", "set_csUserAgent"}  # fmt: skip
@@ -70,7 +70,7 @@ def test_the_issue_alert_is_small_by_default_with_exact_counts() -> None:
 
 def test_the_budgets_are_raisable_and_recorded_in_the_alert() -> None:
     params = RuleParams(max_alert_bytes=200_000, max_set_bytes=50_000)
-    (alert,) = detect(scanner(), params)
+    (alert,) = offline_alerts(scanner(), params)
     check_budget(alert, 200_000, 50_000)
     assert len(dumps(alert)) > 150_000
     assert alert["Parameters"]["MaxAlertBytes"] == 200_000 and alert["Parameters"]["MaxSetBytes"] == 50_000
@@ -86,7 +86,7 @@ def test_the_budgets_are_raisable_and_recorded_in_the_alert() -> None:
 
 def test_ports_are_trimmed_last_and_portcount_stays_exact() -> None:
     events = [IISEvent(T0 + p, "203.0.113.9", "WEB01", "10.0.0.11", p) for p in range(5000)]
-    (alert,) = detect(events, RuleParams(max_set_size=0))
+    (alert,) = offline_alerts(events, RuleParams(max_set_size=0))
     assert alert["portCount"] == alert["DistinctPortCount"] == 5000
     assert "set_sPort" in alert["TrimmedSets"]
     assert alert["set_sPort"] == list(range(len(alert["set_sPort"])))  # the smallest ports kept
@@ -99,7 +99,7 @@ def test_stream_and_replay_trim_alike() -> None:
     sim.feed(offsets(events))
     sim.tick(NOW + 120_000)  # idle: the window closes, its final alert goes out
     (final,) = [a for a in sim.published if a["Phase"] == "final"]
-    (replayed,) = detect(events)
+    (replayed,) = offline_alerts(events)
     assert {k: v for k, v in final.items() if k not in ("Revision", "Phase")} == replayed
     assert len(dumps(final)) <= DEFAULT_MAX_ALERT_BYTES
 
@@ -111,11 +111,11 @@ def test_nul_is_text_by_default_and_kept_on_request(
         IISEvent(T0 + p, "203.0.113.9", "WEB01", "10.0.0.11", p, csUriQuery=f"id=1%00{p % 2}&x=%00")
         for p in range(40)
     ]
-    (alert,) = detect(events)
+    (alert,) = offline_alerts(events)
     data = dumps(alert)
     assert b"\\u0000" not in data.replace(b"\\\\u0000", b"")  # no JSON NUL escape: jsonb accepts it
     assert alert["set_decodedUriQuery"] == sorted({f"id=1{NUL_TEXT}{p}&x={NUL_TEXT}" for p in (0, 1)})
-    (kept,) = detect(events, RuleParams(nul_as_text=False))
+    (kept,) = offline_alerts(events, RuleParams(nul_as_text=False))
     assert kept["set_decodedUriQuery"] == ["id=1\x000&x=\x00", "id=1\x001&x=\x00"]
     # replay takes the setting, and so does the worker (the same Settings.rule_params)
     path = tmp_path / "in.jsonl"

@@ -20,8 +20,8 @@ from streams.core.allowlist import (
     make_entry,
     parse_text,
 )
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
@@ -106,8 +106,8 @@ def test_replay_with_allowlist_equals_rule_over_rows_removed(
     events: list[IISEvent], entries: list[Entry]
 ) -> None:
     allowlist = Allowlist.of(entries)
-    verdict = judge(detect(events, RULE), allowlist)
-    assert strip(verdict.kept) == strip(detect(rows_removed(events, allowlist), RULE))
+    verdict = judge(offline_alerts(events, RULE), allowlist)
+    assert strip(verdict.kept) == strip(offline_alerts(rows_removed(events, allowlist), RULE))
     assert all(a["AllowlistVersion"] == allowlist.version for a in verdict.kept)
 
 
@@ -139,7 +139,7 @@ def test_stream_with_allowlist_latest_equals_rule_over_rows_removed(
         for alert in judge(out.alerts, allowlist).kept:
             if alert["AlertId"] not in kept or alert["Revision"] >= kept[alert["AlertId"]]["Revision"]:
                 kept[alert["AlertId"]] = alert
-    want = {a["AlertId"]: a for a in strip(detect(rows_removed(events, allowlist), RULE))}
+    want = {a["AlertId"]: a for a in strip(offline_alerts(rows_removed(events, allowlist), RULE))}
     assert {k: strip([v])[0] for k, v in kept.items()} == want
 
 

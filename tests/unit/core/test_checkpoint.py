@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core.batch import detect
 from streams.core.checkpoint import PendingWrites
 from streams.core.engine import StepResult, StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, WindowRecord
@@ -87,7 +87,7 @@ def run_with_checkpoints(
             committed = pos
     sim.tick(NOW + 10 * BIN)
     sim.checkpoint()
-    assert view(sim.latest().values()) == view(detect(events, CRASH_PARAMS.rule))
+    assert view(sim.latest().values()) == view(offline_alerts(events, CRASH_PARAMS.rule))
     return sim
 
 

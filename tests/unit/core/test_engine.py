@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StalePlan, StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent, Reason
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
@@ -257,7 +257,7 @@ def check_against_replay(
             committed = pos  # offsets are committed only now and then
     sim.tick(NOW + 10 * BIN)  # idle: everything closes
     latest = sim.latest()
-    expected = detect(events, params.rule)
+    expected = offline_alerts(events, params.rule)
     assert view(latest.values()) == view(expected)
     assert sim.rejected == []
     if max_open is not None:

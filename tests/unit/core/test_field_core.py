@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.aggregate import WindowAgg
-from streams.core.batch import detect
 from streams.core.enrich import TRUNCATION_MARK, Enricher, truncate
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import NO_TIME, WindowRecord
@@ -51,7 +51,7 @@ def test_backfill_after_idle_worker_is_judged_by_event_time() -> None:
     events += scan_2022("c", T2022 + 9 * BIN, 31)
     sim.feed(offsets(events), now=WALL)
     assert sim.rejected == []
-    assert view(sim.latest().values()) == view(detect(events, PARAMS.rule))
+    assert view(sim.latest().values()) == view(offline_alerts(events, PARAMS.rule))
 
 
 def test_idle_closes_only_what_the_events_opened_and_a_paused_backfill_equals_replay() -> None:
@@ -73,7 +73,7 @@ def test_idle_closes_only_what_the_events_opened_and_a_paused_backfill_equals_re
         assert sim.engine.watermark <= newest + BIN  # never past what the events justify
     assert sim.rejected == []
     latest = sim.latest()
-    assert view(latest.values()) == view(detect(events, PARAMS.rule))
+    assert view(latest.values()) == view(offline_alerts(events, PARAMS.rule))
     assert {a["Phase"] for a in latest.values()} <= {"final", "late"}  # all closed once idle
     assert sim.engine.open_count() == 0
 
@@ -143,7 +143,7 @@ def hostile_scan(requests: int = 200, value_bytes: int = 8192) -> list[IISEvent]
 
 
 def test_hostile_scanner_alert_is_bounded_with_exact_counts() -> None:
-    (alert,) = detect(hostile_scan())
+    (alert,) = offline_alerts(hostile_scan())
     assert (alert["ConnectionsCount"], alert["portCount"], alert["DistinctPortCount"]) == (200, 128, 200)
     assert {"set_csUserAgent", "set_decodedUriQuery", "set_csUserName"} <= set(alert["TruncatedSets"])
     assert len(orjson.dumps(alert)) <= RuleParams().max_record_bytes
@@ -153,10 +153,10 @@ def test_hostile_scanner_alert_is_bounded_with_exact_counts() -> None:
 def test_alert_trimming_is_deterministic_keeps_counts_and_names_the_sets() -> None:
     params = RuleParams(max_record_bytes=200_000)
     events = hostile_scan()
-    (alert,) = detect(events, params)
+    (alert,) = offline_alerts(events, params)
     shuffled = list(events)
     random.Random(1).shuffle(shuffled)
-    (again,) = detect(shuffled, params)
+    (again,) = offline_alerts(shuffled, params)
     assert alert == again
     assert len(orjson.dumps(alert)) <= 200_000 - 1000
     assert alert["TrimmedSets"] and set(alert["TrimmedSets"]) <= {
@@ -176,7 +176,7 @@ def test_stream_equals_replay_for_the_hostile_scanner() -> None:
         sim.feed(offsets(events[i : i + 17], i), now=WALL)
     sim.tick(WALL + PARAMS.idle_timeout_ms)
     (latest,) = sim.latest().values()
-    (want,) = detect(events, PARAMS.rule)
+    (want,) = offline_alerts(events, PARAMS.rule)
     for column in ("set_csUserAgent", "set_decodedUriQuery", "TruncatedSets", "TrimmedSets", "set_sPort"):
         assert latest[column] == want[column], column
     assert view([latest]) == view([want])

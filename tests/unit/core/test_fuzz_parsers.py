@@ -696,7 +696,7 @@ def results():
             for force in (None, "w3ciislog", "raw", "ecs", "nxlog"):
                 yield from (r for _, r in MessageReader(computer="W", force=force).read(p))
         dead = []
-        assert list(MessageDecoder(MessageReader(computer="W")).records(Msg(payload), 0, dead, False)) == []
+        assert list(MessageDecoder(MessageReader(computer="W")).events(Msg(payload), 0, dead, False)) == []
         assert dead, "no dead letter"
         for path in ("events.json", "events.jsonl", "noext"):
             for data in (payload, payload + b"\n" + payload):

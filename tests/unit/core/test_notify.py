@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.notify import Notifier, NotifyParams, Period, is_state_key, notification_id, notify_all
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta
@@ -42,7 +42,7 @@ def test_one_page_per_entity_per_period_and_a_summary_at_close() -> None:
         + scan(T0 + HOUR, "198.51.100.7", 3)  # the next period: pages again
         + scan(T0, "203.0.113.9", 3)
     )
-    records = notify_all(detect(events, RULE), NOTIFY)
+    records = notify_all(offline_alerts(events, RULE), NOTIFY)
     assert sorted(kinds(records)) == sorted(
         [
             *[("page", "198.51.100.7"), ("page", "203.0.113.9"), ("page", "198.51.100.7")],
@@ -62,14 +62,14 @@ def test_one_page_per_entity_per_period_and_a_summary_at_close() -> None:
 def test_entity_by_cip_and_sip_separates_servers() -> None:
     events = scan(T0, "198.51.100.7", 5) + scan(T0, "198.51.100.7", 5, sip="10.0.0.12")
     params = NotifyParams(by=("cIP", "sIP"), period_ms=HOUR, cap=0, retention_ms=10**9, bin_ms=BIN)
-    pages = [r for _, r in notify_all(detect(events, RULE), params) if r["Kind"] == "page"]
+    pages = [r for _, r in notify_all(offline_alerts(events, RULE), params) if r["Kind"] == "page"]
     assert sorted(r["Entity"]["sIP"] for r in pages) == ["10.0.0.11", "10.0.0.12"]
 
 
 def test_cap_pages_at_most_n_per_period_and_counts_the_rest_once() -> None:
     events = [e for i in range(5) for e in scan(T0, f"198.51.100.{i}", 3)]
     params = NotifyParams(by=("cIP",), period_ms=HOUR, cap=2, retention_ms=10**9, bin_ms=BIN)
-    records = notify_all(detect(events, RULE), params)
+    records = notify_all(offline_alerts(events, RULE), params)
     assert [r["Kind"] for _, r in records].count("page") == 2
     caps = [r for _, r in records if r["Kind"] == "cap"]
     assert len(caps) == 1 and caps[0]["NotPaged"] == 3 and len(caps[0]["Entities"]) == 3
@@ -170,7 +170,7 @@ def test_stream_summaries_equal_replay_and_crashes_never_page_twice(
     """In event-time order (each scan's events together), with or without crashes: the latest summary per
     NotificationId equals replay's; the pages are replay's, each once when the restarted partition reads
     its delivered pages back (`mark_paged`); without that, a crash can only repeat a page under its key."""
-    want = notify_all(detect(events, RULE), NOTIFY)
+    want = notify_all(offline_alerts(events, RULE), NOTIFY)
     sent, _ = run_stream(events, rnd, crash_every, read_back)
     assert summaries(sent) == summaries(want)
     pages_want = {k for k, r in want if r["Kind"] == "page"}
@@ -186,7 +186,7 @@ def test_stream_summaries_equal_replay_and_crashes_never_page_twice(
 
 def test_state_records_round_trip_and_are_not_window_keys() -> None:
     notifier = Notifier(NOTIFY)
-    out = notifier.observe(detect(scan(T0, "198.51.100.7", 4), RULE), T0)
+    out = notifier.observe(offline_alerts(scan(T0, "198.51.100.7", 4), RULE), T0)
     (key, state), *_ = out.writes.items()
     assert is_state_key(key) and is_window_key(key)  # kept with the windows by every store
     assert Period.from_bytes(state.to_bytes()) == state
@@ -196,7 +196,9 @@ def test_state_records_round_trip_and_are_not_window_keys() -> None:
     ]
     assert again.states[key] == state
     # after a restore the same alert is suppressed: the page is not sent again
-    assert [r["Kind"] for _, r in again.observe(detect(scan(T0, "198.51.100.7", 4), RULE), T0).records] == []
+    assert [
+        r["Kind"] for _, r in again.observe(offline_alerts(scan(T0, "198.51.100.7", 4), RULE), T0).records
+    ] == []
 
 
 def test_records_validate_against_the_notification_schema() -> None:
@@ -209,7 +211,7 @@ def test_records_validate_against_the_notification_schema() -> None:
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     events = [e for i in range(5) for e in scan(T0 + i % 2 * BIN, f"198.51.100.{i}", 3 + i)]
     params = NotifyParams(by=("cIP", "sIP"), period_ms=HOUR, cap=3, retention_ms=10**9, bin_ms=BIN)
-    records = notify_all(detect(events, RULE), params)
+    records = notify_all(offline_alerts(events, RULE), params)
     assert {r["Kind"] for _, r in records} == {"page", "summary", "cap"}
     for _, record in records:
         assert [e.message for e in validator.iter_errors(record)] == []

@@ -12,9 +12,9 @@ import pytest
 
 from streams.core.aggregate import WindowAgg
 from streams.core.alerts import RULE_COLUMNS, build_alert
-from streams.core.batch import detect
 from streams.core.engine import PartitionEngine, StreamParams
 from streams.core.ocsf import OCSF_VERSION, is_hostname, is_ip, revision_of, to_ocsf
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
 from streams.core.state_records import Meta, encode_writes
@@ -158,7 +158,7 @@ def test_stream_revisions_then_replay_agree() -> None:
     assert sequences == sorted(sequences) == [a["Revision"] for a in published]
     times = [r["time"] for r in records]
     assert times == sorted(times)
-    (replayed,) = detect(e for batch in batches for e in batch)
+    (replayed,) = offline_alerts(e for batch in batches for e in batch)
     assert revision_of(replayed) == published[-1]["Revision"]
     latest, offline = records[-1], to_ocsf(replayed)
 

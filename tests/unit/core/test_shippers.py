@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import MAX_KEY_CHARS, STRING_FIELDS, event_from_record, single_event
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.shippers import (
@@ -108,8 +108,8 @@ def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def test_shipper_file_gives_the_twins_events_and_alerts(name: str) -> None:
     expected = twin()
     events, reads = read_all(MessageReader(), messages(name))
-    assert detect(events) == detect(expected)
-    assert len(detect(events)) == 2
+    assert offline_alerts(events) == offline_alerts(expected)
+    assert len(offline_alerts(events)) == 2
     skipped = sum(1 for read in reads if not read)  # directives: skipped, never errors
     assert skipped == (8 if name in SENDS_DIRECTIVES else 0)
     if name == "ecs":  # the pipeline URL-decoded the query; everything else arrives as logged
@@ -123,7 +123,7 @@ def test_shipper_file_gives_the_twins_events_and_alerts(name: str) -> None:
 def test_mixed_file_interleaving_every_format() -> None:
     expected = twin()
     events, reads = read_all(MessageReader(computer="WEB01"), messages("mixed"))
-    assert detect(events) == detect(expected)
+    assert offline_alerts(events) == offline_alerts(expected)
     assert sum(1 for read in reads if not read) == 8
     assert len(events) == len(expected)
     bare = 0

@@ -10,9 +10,9 @@ import pytest
 
 from streams.core.alerts import RULE_COLUMNS
 from streams.core.allowlist import Allowlist, judge, make_entry
-from streams.core.batch import detect
 from streams.core.entities import ADDED, MAX_DETAILS, MAX_TITLE, add_entities
 from streams.core.notify import NotifyParams, notify_all
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -35,14 +35,14 @@ def test_sweep_rows_equal_one_replay_per_combination() -> None:
     sweep = Sweep(BASE, thresholds, bins)
     for e in events:
         sweep.add(e)
-    first = detect(events, BASE)[0]
+    first = offline_alerts(events, BASE)[0]
     allowlist = Allowlist.of([make_entry({"field": "cIP", "value": first["cIP"]})])
     notify = NotifyParams(period_ms=3_600_000, cap=0)
     rows = sweep.rows(allowlist, notify)
     assert [(r.bin_ms, r.threshold) for r, _ in rows] == [(b, t) for b in bins for t in thresholds]
     for row, alerts in rows:
         params = replace(BASE, bin_ms=row.bin_ms, threshold=row.threshold)
-        verdict = judge(detect(events, params), allowlist)
+        verdict = judge(offline_alerts(events, params), allowlist)
         assert alerts == verdict.kept
         assert row.windows == len(verdict.kept) and row.allowlisted == len(verdict.suppressed)
         assert row.clients == len({a["cIP"] for a in verdict.kept})
@@ -58,7 +58,7 @@ def test_bad_sweep_arguments(arg: str) -> None:
 
 
 def test_entities_after_the_rule_columns_within_sentinel_limits() -> None:
-    alert = detect(sample_events(), BASE)[0]
+    alert = offline_alerts(sample_events(), BASE)[0]
     out = add_entities(dict(alert))
     assert list(out)[: len(RULE_COLUMNS)] == list(RULE_COLUMNS)
     assert list(out)[-len(ADDED) :] == list(ADDED)
@@ -77,7 +77,7 @@ def test_entities_after_the_rule_columns_within_sentinel_limits() -> None:
 
 
 def test_title_is_cut_and_a_record_near_its_limit_drops_details() -> None:
-    alert = detect(sample_events(), BASE)[0]
+    alert = offline_alerts(sample_events(), BASE)[0]
     long = dict(alert, Computer="W" * 300)
     assert len(add_entities(long)["AlertDisplayName"]) == MAX_TITLE
     size = len(orjson.dumps(add_entities(dict(alert))))
@@ -94,7 +94,7 @@ def test_ocsf_finding_maps_the_host_entity_to_resources_and_validates() -> None:
 
     from streams.core.entities import ocsf_finding
 
-    alert = add_entities(dict(detect(sample_events(), BASE)[0]))
+    alert = add_entities(dict(offline_alerts(sample_events(), BASE)[0]))
     finding = ocsf_finding(alert, 900_000)
     assert finding["resources"] == [
         {
@@ -114,4 +114,6 @@ def test_ocsf_finding_maps_the_host_entity_to_resources_and_validates() -> None:
         "detection_finding"
     )
     assert [e.message for e in Draft202012Validator(published).iter_errors(finding)] == []
-    assert "resources" not in ocsf_finding(detect(sample_events(), BASE)[0], 900_000)  # without entities
+    assert "resources" not in ocsf_finding(
+        offline_alerts(sample_events(), BASE)[0], 900_000
+    )  # without entities

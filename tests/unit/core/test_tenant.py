@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from streams.core import rule
 from streams.core.alerts import alert_id
 from streams.core.allowlist import Allowlist, entry_of_record, judge, make_entry, parse_text
-from streams.core.batch import BatchDetector, detect
 from streams.core.engine import StreamParams
 from streams.core.entities import add_entities, ocsf_finding
 from streams.core.notify import NotifyParams, notify_all
+from streams.core.offline import OfflineRule, offline_alerts
 from streams.core.parse import event_from_record, single_event
 from streams.core.records import IISEvent, ParseError, Reason
 from streams.core.rule import RuleParams
@@ -182,12 +182,12 @@ def test_no_fast_path_for_nested_fields_or_columns() -> None:
 def test_two_tenants_with_the_same_key_never_mix() -> None:
     # each tenant 6 ports of one (cIP, Computer, sIP): together 12 >= 10, apart never
     events = scan("contoso", range(1, 7)) + scan("fabrikam", range(7, 13))
-    assert detect([IISEvent(**{**_fields(e), "tenant": ""}) for e in events], RULE)  # mixed: an alert
-    assert detect(events, RULE) == []
+    assert offline_alerts([IISEvent(**{**_fields(e), "tenant": ""}) for e in events], RULE)  # mixed: an alert
+    assert offline_alerts(events, RULE) == []
     assert stream(events).published == []
     # each reaching it alone: two alerts, apart, with their tenant
     events = scan("contoso", range(1, 11)) + scan("fabrikam", range(20, 35))
-    alerts = detect(events, RULE)
+    alerts = offline_alerts(events, RULE)
     assert [(a["TenantId"], a["portCount"]) for a in alerts] == [("fabrikam", 15), ("contoso", 10)]
     assert len({a["AlertId"] for a in alerts}) == 2
     assert all(list(a)[-1] == "TenantId" for a in alerts)
@@ -223,9 +223,9 @@ def test_each_tenant_alone_equals_its_part_of_the_shared_stream(
     the stream equals the batch answer (any arrival order)."""
     events = [ev(t, port, tenant, cip) for t, port, cip, tenant in rows]
     rnd.shuffle(events)
-    shared = detect(events, RULE)
+    shared = offline_alerts(events, RULE)
     for tenant in ("t1", "t2", "t3"):
-        alone = detect([e for e in events if e.tenant == tenant], RULE)
+        alone = offline_alerts([e for e in events if e.tenant == tenant], RULE)
         assert [a for a in shared if a["TenantId"] == tenant] == alone
     latest = stream(events).latest()
     assert sorted(_rule_view(a) for a in latest.values()) == sorted(_rule_view(a) for a in shared)
@@ -282,7 +282,7 @@ def test_without_tenants_keys_alert_ids_routing_and_alerts_are_as_before(
     assert {k for k in sim.store if k[:1].isdigit()} == {_old_key(s, e) for (s, _), e in starts.items()}
     for e in events:
         assert routing_key(e) == f"{e.cIP}|{e.Computer}|{e.sIP}".encode()
-    for alert in [*sim.published, *detect(events, RULE)]:
+    for alert in [*sim.published, *offline_alerts(events, RULE)]:
         assert "TenantId" not in alert
         start = alert["WindowStart"]
         e = next(x for (s, c), x in starts.items() if c == alert["cIP"] and _iso(s) == start)
@@ -314,7 +314,7 @@ def test_per_tenant_thresholds_in_batch_and_stream_including_early_alerts() -> N
         rule=RULE, grace_ms=60_000, retention_ms=10**9, max_skew_ms=10**12, tenant_thresholds=table
     )
     events = scan("strict", range(1, 16)) + scan("loose", range(1, 5)) + scan("other", range(1, 12))
-    batch = BatchDetector(RULE, table)
+    batch = OfflineRule(RULE, table)
     batch.add_all(events)
     found = {a["TenantId"]: a for a in batch.alerts()}
     assert sorted(found) == ["loose", "other"]  # strict's 15 ports are under its 20
@@ -369,7 +369,7 @@ def test_allowlist_tenant_column_applies_to_that_tenant_only() -> None:
             for e in scan("fabrikam", range(1, 12), cip="203.0.113.1")
         ]
     )
-    verdict = judge(detect(events, RULE), allowlist)
+    verdict = judge(offline_alerts(events, RULE), allowlist)
     assert [(a["TenantId"], a["Computer"]) for a in verdict.kept] == [("fabrikam", "WEB01")]
     assert sorted((e.reason, a["TenantId"]) for e, a in verdict.suppressed) == [
         ("health checker", "fabrikam"),
@@ -414,7 +414,7 @@ def _entry(e: Any) -> dict[str, str]:
 
 def test_notifications_entities_and_ocsf_carry_the_tenant() -> None:
     events = scan("contoso", range(1, 12)) + scan("fabrikam", range(1, 12))
-    alerts = detect(events, RULE)
+    alerts = offline_alerts(events, RULE)
     pages = [r for _, r in notify_all(alerts, NotifyParams(by=("TenantId", "cIP"))) if r["Kind"] == "page"]
     assert sorted(p["Entity"]["TenantId"] for p in pages) == ["contoso", "fabrikam"]
     assert len({p["NotificationId"] for p in pages}) == 2
@@ -422,12 +422,14 @@ def test_notifications_entities_and_ocsf_carry_the_tenant() -> None:
     assert enriched["CustomDetails"]["TenantId"] == [alerts[0]["TenantId"]]
     finding = ocsf_finding(alerts[0], 32_768)
     assert finding["metadata"]["tenant_uid"] == alerts[0]["TenantId"]
-    assert "tenant_uid" not in ocsf_finding(detect(scan("", range(1, 12)), RULE)[0], 32_768)["metadata"]
+    assert (
+        "tenant_uid" not in ocsf_finding(offline_alerts(scan("", range(1, 12)), RULE)[0], 32_768)["metadata"]
+    )
 
 
 def test_a_long_escaped_tenant_stays_within_the_alert_budget() -> None:
     tenant = "\u202e\x1b" * (MAX_TENANT_CHARS // 2)
-    alerts = detect(scan(tenant, range(1, 12)), RULE)
+    alerts = offline_alerts(scan(tenant, range(1, 12)), RULE)
     from streams.core.escape import dumps
 
     data = dumps(alerts[0])

@@ -3,7 +3,7 @@ near misses it promises (what the demo and the benchmarks rely on)."""
 
 from __future__ import annotations
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.io.sample import Workload, generate
@@ -34,7 +34,7 @@ def test_records_are_valid_in_event_time_order_within_the_span() -> None:
 
 
 def test_scans_alert_and_near_misses_do_not() -> None:
-    alerts = detect(events(W))
+    alerts = offline_alerts(events(W))
     assert alerts, "no scan reached the threshold"
     assert all(a["portCount"] >= 30 for a in alerts)
     counts = {}

@@ -415,7 +415,7 @@ def test_a_tiny_bound_equals_replay_through_checkpoints_and_crashes(staging: boo
     read back from there, and are closed by a scan that prefers them over the store's copies."""
     import random
 
-    from streams.core.batch import detect
+    from streams.core.offline import offline_alerts
     from streams.core.parse import event_from_record
 
     rnd = random.Random(seed)
@@ -458,7 +458,7 @@ def test_a_tiny_bound_equals_replay_through_checkpoints_and_crashes(staging: boo
         if a["AlertId"] not in latest or a["Revision"] >= latest[a["AlertId"]]["Revision"]:
             latest[a["AlertId"]] = a
     events = [event_from_record(orjson.loads(m.value or b"")) for m in msgs]
-    expected = detect([e for e in events if not hasattr(e, "reason")], rule)  # type: ignore[misc]
+    expected = offline_alerts([e for e in events if not hasattr(e, "reason")], rule)  # type: ignore[misc]
     columns = ("AlertId", "ConnectionsCount", "portCount", "set_sPort", "FirstSeen", "LastSeen")
     assert len(expected) > 5
     assert sorted(tuple(str(a[c]) for c in columns) for a in latest.values()) == sorted(

@@ -72,7 +72,7 @@ def test_the_decoder_takes_w3ciislog_records_fast_and_the_rest_through_the_reade
     assert isinstance(decoder.single(record), IISEvent)
     assert decoder.single(b"[1]") is None
     dead: list[tuple[bytes, dict[str, object]]] = []
-    assert list(decoder.records(Msg("t", 0, 7, None, b"[1]"), NOW, dead, trusted=False)) == []
+    assert list(decoder.events(Msg("t", 0, 7, None, b"[1]"), NOW, dead, trusted=False)) == []
     assert len(dead) == 1 and dead[0][0].startswith(b"t/0/7/")
     forced = MessageDecoder(MessageReader(computer="H", force="raw"))
     assert forced.single(record) is None  # a forced reading takes every message, the fast path none

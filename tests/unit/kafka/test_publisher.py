@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from streams.core.batch import detect
+from streams.core.offline import offline_alerts
 from streams.core.records import IISEvent
 from streams.kafka.metrics import Metrics
 from streams.kafka.publisher import Publisher
@@ -48,7 +48,7 @@ def test_ocsf_alerts_are_findings_within_their_budget() -> None:
     producer = RecordingProducer()
     pub = Publisher(producer, "alerts", "dlq", ocsf_max_bytes=32_768)  # type: ignore[arg-type]
     events = [IISEvent(T0 + i * 1000, "198.51.100.7", "WEB01", "10.0.0.11", 1000 + i) for i in range(30)]
-    (alert,) = detect(events)
+    (alert,) = offline_alerts(events)
     pub.send([alert], [])
     ((_, key, value),) = producer.sent
     assert (

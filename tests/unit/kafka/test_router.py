@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from streams.core.batch import detect
 from streams.core.engine import StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
 from streams.core.shippers import MessageReader
@@ -136,7 +136,7 @@ def test_router_and_detector_together_give_the_batch_rules_alerts() -> None:
         await worker.close()
 
     run(go())
-    expected = detect(events, params.rule)
+    expected = offline_alerts(events, params.rule)
     assert len(expected) == 3
     assert {tp.partition for a in worker.acks for tp in a} == {0, 1}  # both detector partitions worked
     assert final_alerts(worker.alerts()) == sorted(tuple(str(a[k]) for k in KEYS) for a in expected)

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from faust.types import TP
 
-from streams.core.batch import detect
 from streams.core.engine import StreamParams
+from streams.core.offline import offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -85,7 +85,7 @@ def expected(events: list[dict[str, Any]], tenants: list[str]) -> list[tuple[str
         assert isinstance(ev, IISEvent)
         ev.tenant = tenant
         parsed.append(ev)
-    return sorted((a["TenantId"], a["portCount"], a["AlertId"]) for a in detect(parsed, RULE))
+    return sorted((a["TenantId"], a["portCount"], a["AlertId"]) for a in offline_alerts(parsed, RULE))
 
 
 def final(producer: RecordingProducer) -> list[tuple[str, int, str]]:

@@ -14,7 +14,7 @@ from streams.core.tenant import TenantThresholds
 from streams.core.windows import WindowKey, bin_start
 
 
-class BatchDetector:
+class OfflineRule:
     """Folds events into per-window aggregates; `alerts()` is the rule's output over all of them."""
 
     __slots__ = ("enricher", "params", "tenants", "windows")
@@ -60,8 +60,8 @@ class BatchDetector:
         return found
 
 
-def detect(events: Iterable[IISEvent], params: RuleParams | None = None) -> list[dict[str, Any]]:
+def offline_alerts(events: Iterable[IISEvent], params: RuleParams | None = None) -> list[dict[str, Any]]:
     """Convenience: the rule's alerts over `events`."""
-    detector = BatchDetector(params)
-    detector.add_all(events)
-    return detector.alerts()
+    rule = OfflineRule(params)
+    rule.add_all(events)
+    return rule.alerts()

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core import enrich
-from streams.core.batch import BatchDetector, detect
+from streams.core.offline import OfflineRule, offline_alerts
 from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 from streams.core.rule import RuleParams
@@ -105,40 +105,40 @@ def projected(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_exact_bin_edge_opens_next_bin() -> None:
     before = [ev(T0 + BIN - 1, p) for p in range(1, 30)]  # 29 ports ending at 12:09:59.999
     at_edge = ev(T0 + BIN, 30)  # 12:10:00.000 belongs to the 12:10 bin
-    assert detect([*before, at_edge]) == []
-    alerts = detect([*before, ev(T0 + BIN - 1, 30)])
+    assert offline_alerts([*before, at_edge]) == []
+    alerts = offline_alerts([*before, ev(T0 + BIN - 1, 30)])
     assert len(alerts) == 1 and alerts[0]["TimeGenerated"] == "2026-01-01T12:00:00.000Z"
 
 
 def test_29_ports_no_alert_30_ports_alert() -> None:
-    assert detect([ev(T0 + i, p) for i, p in enumerate(range(1, 30))]) == []
-    alerts = detect([ev(T0 + i, p) for i, p in enumerate(range(1, 31))])
+    assert offline_alerts([ev(T0 + i, p) for i, p in enumerate(range(1, 30))]) == []
+    alerts = offline_alerts([ev(T0 + i, p) for i, p in enumerate(range(1, 31))])
     assert [a["portCount"] for a in alerts] == [30]
 
 
 def test_repeated_ports_count_connections_not_ports() -> None:
-    alerts = detect([ev(T0 + i, 1 + i % 30) for i in range(300)])
+    alerts = offline_alerts([ev(T0 + i, 1 + i % 30) for i in range(300)])
     assert alerts[0]["portCount"] == 30 and alerts[0]["ConnectionsCount"] == 300
 
 
 def test_straddling_scan_split_by_bins() -> None:
     events = [ev(T0 + BIN - 20_000 + i * 1000, 100 + i) for i in range(40)]  # 20 before, 20 after the edge
-    assert detect(events) == []
-    assert detect(events, RuleParams(threshold=20)) != []
+    assert offline_alerts(events) == []
+    assert offline_alerts(events, RuleParams(threshold=20)) != []
 
 
 def test_keys_separate_groups() -> None:
     events = [ev(T0, p, cip=f"198.51.100.{p % 2}") for p in range(60)]
-    assert [a["portCount"] for a in detect(events)] == [30, 30]
-    assert sorted(a["cIP"] for a in detect(events)) == ["198.51.100.0", "198.51.100.1"]
+    assert [a["portCount"] for a in offline_alerts(events)] == [30, 30]
+    assert sorted(a["cIP"] for a in offline_alerts(events)) == ["198.51.100.0", "198.51.100.1"]
     events = [ev(T0, p, computer=f"WEB0{p % 3}") for p in range(60)]
-    assert detect(events) == []
+    assert offline_alerts(events) == []
 
 
 def test_more_than_128_ports() -> None:
-    alerts = detect([ev(T0 + p, p) for p in range(1, 2001)])
+    alerts = offline_alerts([ev(T0 + p, p) for p in range(1, 2001)])
     assert alerts[0]["portCount"] == 128 and alerts[0]["DistinctPortCount"] == 2000
-    unlimited = detect([ev(T0 + p, p) for p in range(1, 2001)], RuleParams(max_set_size=0))
+    unlimited = offline_alerts([ev(T0 + p, p) for p in range(1, 2001)], RuleParams(max_set_size=0))
     assert unlimited[0]["portCount"] == 2000
 
 
@@ -148,7 +148,7 @@ def test_enrichment_reaches_the_sets() -> None:
         for p in range(30)
     ]
     events.append(ev(T0, 99, scStatus="404", scSubStatus="", scWin32Status="-", csUriQuery="-"))
-    a = detect(events)[0]
+    a = offline_alerts(events)[0]
     assert a["set_scStatusFull"] == ["401.1", "404."]
     assert a["set_scStatusFull_Friendly"] == [
         "Logon failed.",
@@ -160,7 +160,7 @@ def test_enrichment_reaches_the_sets() -> None:
         "See - https://msdn.microsoft.com/library/cc231199.aspx",
     ]
     assert a["set_decodedUriQuery"] == ["-", "a bé"]
-    literal = detect(events, RuleParams(plus_as_space=False))[0]
+    literal = offline_alerts(events, RuleParams(plus_as_space=False))[0]
     assert literal["set_decodedUriQuery"] == ["-", "a+bé"]
 
 
@@ -185,10 +185,10 @@ def test_alerts_independent_of_order_and_equal_to_reference(
 ) -> None:
     threshold, cap = params
     rule = RuleParams(threshold=threshold, max_set_size=cap)
-    expected = detect(events, rule)
+    expected = offline_alerts(events, rule)
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    assert detect(shuffled, rule) == expected
+    assert offline_alerts(shuffled, rule) == expected
     assert projected(expected) == reference_alerts(events, threshold, cap)
 
 
@@ -196,7 +196,7 @@ def test_realistic_workload_matches_reference() -> None:
     records = list(generate(Workload(events=60_000, seed=11, span_ms=2 * 3_600_000, scan_share=0.1)))
     events = [e for e in map(event_from_record, records) if isinstance(e, IISEvent)]
     assert len(events) == len(records)
-    detector = BatchDetector()
+    detector = OfflineRule()
     detector.add_all(events)
     alerts = detector.alerts()
     expected = reference_alerts(events)
