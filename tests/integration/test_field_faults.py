@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ from streams.core.parse import event_from_record
 from streams.core.records import IISEvent
 
 from .private_services import PrivateKafka, closed_port, free_ports, private_kafka, private_redis
+from .secure_kit import Outcome
+from .secure_kit import run_to_exit as run_command_to_exit
 from .workerkit import (
     BIN_MS,
     STEP_S,
@@ -162,46 +163,9 @@ def all_alive(*workers: WorkerProcess) -> Callable[[], None]:
     return check
 
 
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 def run_to_exit(job: Job, env: dict[str, str], args: Sequence[str], limit: float = FAIL_FAST_S) -> Outcome:
-    """`iis-portscan worker ARGS` that must exit by itself within `limit` seconds."""
-    with job.log.open("ab") as fh:
-        fh.write(f"\n===== {time.strftime('%X')} worker {' '.join(args)} (must exit)\n".encode())
-    t0 = time.monotonic()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "streams", "worker", *args],
-            env=env,
-            cwd=job.workdir,
-            capture_output=True,
-            timeout=limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        partial = ((exc.stdout or b"") + (exc.stderr or b"")).decode(errors="replace")
-        raise AssertionError(
-            f"the worker was still running {limit:.0f}s after start; its output:\n{partial[-3000:]}"
-        ) from None
-    out = Outcome(
-        done.returncode,
-        done.stdout.decode(errors="replace"),
-        done.stderr.decode(errors="replace"),
-        time.monotonic() - t0,
-    )
-    with job.log.open("ab") as fh:
-        fh.write(f"{out.output}\n===== exit {out.code} after {out.seconds:.1f}s\n".encode())
-    return out
+    """`iis-portscan worker ARGS` that must exit by itself within `limit` seconds (secure_kit's runner)."""
+    return run_command_to_exit(("worker", *args), env, job.workdir, job.log, limit)
 
 
 def check_failed_fast(out: Outcome, service: str, address: str) -> None:

@@ -40,6 +40,7 @@ from .secure_kit import (
 )
 from .workerkit import (
     Job,
+    await_answer,
     expected_view,
     jsonl,
     keyed,
@@ -49,7 +50,6 @@ from .workerkit import (
     recent_workload,
     values_of,
     view,
-    view_diff,
 )
 
 STARTUP_AND_WORK_S = 90.0  # worker start-up (topics, TLS and SASL handshakes, rebalance) plus processing
@@ -143,16 +143,14 @@ def test_worker_over_secure_listener_equals_replay(
         "--data-dir", str(tmp_path / "data"),
     )  # fmt: skip
     with job.worker(*args, env=env) as worker:
-        try:
-            alerts.poll_until(
-                lambda got: view(latest(values_of(got)).values()) == expected,
-                STARTUP_AND_WORK_S,
-                worker.check_alive,
-                f"alerts over {kind} == replay",
-            )
-        except AssertionError as exc:
-            got = view(latest(values_of(alerts.records)).values())
-            raise AssertionError(f"{exc}\n{view_diff(got, expected)}") from None
+        await_answer(
+            alerts,
+            expected,
+            worker.check_alive,
+            f"alerts over {kind} == replay",
+            closed=False,
+            timeout=STARTUP_AND_WORK_S,
+        )
     job.check_clean_stop(worker)
     check_no_secret(job.log.read_text(errors="replace"), secure.secrets(), "the worker's output")
 
@@ -376,16 +374,15 @@ def test_worker_over_oauthbearer_equals_replay(
                 "--data-dir", str(tmp_path / "data"),
             )  # fmt: skip
             with job.worker(*args, env=env) as worker:
-                try:
-                    alerts.poll_until(
-                        lambda got: view(latest(values_of(got)).values()) == expected,
-                        STARTUP_AND_WORK_S,
-                        worker.check_alive,
-                        "alerts over OAUTHBEARER == replay",
-                    )
-                except AssertionError as exc:
-                    got = view(latest(values_of(alerts.records)).values())
-                    raise AssertionError(f"{exc}\n{view_diff(got, expected)}\n{broker.log_tail()}") from None
+                await_answer(
+                    alerts,
+                    expected,
+                    worker.check_alive,
+                    "alerts over OAUTHBEARER == replay",
+                    closed=False,
+                    timeout=STARTUP_AND_WORK_S,
+                    context=lambda: f"\n{broker.log_tail()}",
+                )
             job.check_clean_stop(worker)
             assert oidc.tokens_issued >= 2, "the worker's clients did not fetch tokens from the endpoint"
             check_no_secret(job.log.read_text(errors="replace"), [secret], "the worker's output")

@@ -185,16 +185,7 @@ def test_unkeyed_input_with_envelopes_repartitions_and_equals_replay(job: Job, t
     dlq = job.reader(job.dlq_topic)
     args = ("--input-keyed", "false", "--idle-timeout", "3s", "--data-dir", str(tmp_path / "data"))
     with job.worker(*args, env=env) as worker:
-        try:
-            alerts.poll_until(
-                lambda got: view(latest(values_of(got)).values()) == expected,
-                STARTUP_AND_WORK_S,
-                worker.check_alive,
-                "alerts == replay",
-            )
-        except AssertionError as exc:
-            got = view(latest(values_of(alerts.records)).values())
-            raise AssertionError(f"{exc}\n{view_diff(got, expected)}") from None
+        await_answer(alerts, expected, worker.check_alive, "alerts == replay", closed=False)
         dlq.poll_until(lambda got: len(got) >= 1, 30, worker.check_alive, "1 dead letter")
         dlq.poll(SETTLE_S)
 

@@ -657,9 +657,11 @@ def await_answer(
     closed: bool = True,
     dlq: TopicReader | None = None,
     timeout: float = STARTUP_AND_WORK_S,
+    context: Callable[[], str] = lambda: "",
 ) -> None:
     """Read alerts until the latest revision per AlertId equals `expected` on the compared columns (and,
-    with `closed`, every latest alert is final or late). With `dlq`, any dead letter fails at once."""
+    with `closed`, every latest alert is final or late). With `dlq`, any dead letter fails at once.
+    `context`: more to show when it fails (a broker's log, say)."""
 
     def answered(got: list[Record]) -> bool:
         if dlq is not None:
@@ -676,6 +678,7 @@ def await_answer(
         current = latest(values_of(alerts.records))
         raise AssertionError(
             f"{exc}\n{view_diff(view(current.values()), expected)}\nlatest phases: {phases(current.values())}"
+            f"{context()}"
         ) from None
 
 
