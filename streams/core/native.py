@@ -163,18 +163,15 @@ def choose(engine: str = "auto") -> Engine:
     return Engine("python", f"auto: {problem}", python_decode)
 
 
-def _unclaimed(value: Any) -> None:
-    return None
-
-
-def claimer(engine: str) -> Callable[[bytes], IISEvent | None] | None:
-    """For readers of files (replay): the event of a line the native engine claims, else None (the
-    reader's own path then reads it); None for the python engine. A claimed line is a W3CIISLog record
-    of the usual types, which every reader reads alike (`single_event` is the detector's first reading
-    too)."""
+def claimer(engine: str) -> Callable[[bytes], IISEvent | None]:
+    """For readers of files (replay): a line's first reading, as the detector reads a message first
+    (`single_event`, by the named engine's decoder): its event, else None (the reader's own path then
+    reads it, as the detector's does). So replay reads every line as the stream would, with either
+    engine: a record that `single_event` takes but a whole-record JSON parse refuses (a number past a
+    double's range in a column the rule does not read) is an event in both."""
     if engine != "native":
-        return None
-    decode = _native_module().Decoder(IISEvent, _unclaimed).decode
+        return single_event
+    decode = _native_module().Decoder(IISEvent, single_event).decode
 
     def claim(line: bytes) -> IISEvent | None:
         return decode([line])[0]  # type: ignore[no-any-return]

@@ -261,7 +261,8 @@ def _iter_messages(
     path: str, options: SourceOptions, first_line: bytes, lines: Iterable[Line]
 ) -> Iterator[FileMessage]:
     reader = message_reader(options)
-    # The native claim reads no tenant: with --tenant-field every line goes the reader's way.
+    # The first reading, as the detector's (core.native.claimer); it reads no tenant: with --tenant-field
+    # every line goes the reader's way.
     plain = options.input_format in ("auto", "w3ciislog") and options.tenant is None
     claim = claimer(options.engine) if plain else None
     if _starts_document(first_line):  # a pretty-printed document spans lines

@@ -126,7 +126,11 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         engine = choose_engine(settings.engine)
     except EngineUnavailable as exc:
         raise ConfigError(str(exc)) from None
-    log.info("engine: %s (%s)", engine.name, engine.why)  # once per worker: which hot path, and why
+    # once per worker: which hot path, and why (a field: tenant is read by the Python fast path)
+    decoding = (
+        "; decoding: python, the tenant is a record field" if tenant and tenant.source == "field" else ""
+    )
+    log.info("engine: %s (%s%s)", engine.name, engine.why, decoding)
     detector = Detector(
         params,
         store,

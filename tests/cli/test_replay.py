@@ -176,3 +176,27 @@ def test_replay_takes_computer_and_dash_as_empty_from_the_environment_too(
     code, alerts, _ = run([str(log), "--computer", "FROM-FLAG"], capsys, tmp_path)
     assert {a["Computer"] for a in alerts} == {"FROM-FLAG"}  # the flag wins over the variable
     assert any("-" in a["set_csUserName"] for a in alerts)
+
+
+def test_replay_reads_a_line_as_the_stream_does_whatever_a_whole_record_parse_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record with a number past a double's range in a column the rule does not read is an event to
+    the stream (its first reading skips that field), so it is one to replay too, with either engine
+    (replay --engine python dead-lettered it as invalid-json: a scan the stream alerted on was missed)."""
+    from streams.core.native import native_problem
+    from streams.core.parse import single_event
+
+    base = '{"TimeGenerated":"2026-01-01T10:00:00Z","cIP":"10.0.0.1","Computer":"web1","sIP":"10.1.1.1",'
+    lines = [
+        f'{base}"sPort":{1000 + i},"csMethod":"GET","csUriQuery":"-","csUserName":"-","sSiteName":"W3SVC1",'
+        f'"csUserAgent":"a","scStatus":"200","scSubStatus":"0","scWin32Status":"0",'
+        f'"x":{"-" if i % 2 else ""}1e400}}'
+        for i in range(40)
+    ]
+    assert all(single_event(line.encode()) is not None for line in lines)  # what the detector reads
+    source = tmp_path / "inf.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    for engine in ("python",) if native_problem() else ("python", "native"):
+        assert main(["replay", str(source), "--engine", engine, "--output", str(tmp_path / "out.jsonl")]) == 0
+        assert "40 events, 1 windows, 1 alerts, 0 bad records" in capsys.readouterr().err
