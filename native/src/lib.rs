@@ -17,6 +17,8 @@ use pyo3::ffi;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
+mod delivery;
+
 const MAX_KEY_CHARS: usize = 256; // streams.core.parse.MAX_KEY_CHARS
 const MAX_DEPTH: usize = 32; // deeper skipped values: judged by Python
 const N_COLUMNS: usize = 13;
@@ -978,6 +980,7 @@ fn encode_records<'py>(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
+    m.add_class::<delivery::DeliveryTally>()?;
     m.add_function(wrap_pyfunction!(encode_records, m)?)?;
     m.add("ABI", 1)?;
     Ok(())

@@ -102,7 +102,14 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         source = input_topic
     else:
         source = app.topic(repartition_topic(settings), partitions=partitions, internal=True, **RAW)
-    producer = AsyncProducer(settings.brokers, client=kafka_client(settings).librdkafka())
+    try:
+        engine = choose_engine(settings.engine)
+    except EngineUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    # the native engine counts the changelog's delivery reports natively too (kafka.producer)
+    producer = AsyncProducer(
+        settings.brokers, client=kafka_client(settings).librdkafka(), reports=engine.name
+    )
     app.stopping_hooks.append(producer.abort)  # a stopping worker waits for a frozen broker briefly
     store = open_window_store(app, settings, producer, partitions)
     metrics = Metrics()
@@ -122,10 +129,6 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         """Mark input as done through these offsets: faust commits the offsets after them."""
         cast(BatchingConsumer, app.consumer).ack_through(done)
 
-    try:
-        engine = choose_engine(settings.engine)
-    except EngineUnavailable as exc:
-        raise ConfigError(str(exc)) from None
     # once per worker: which hot path, and why (a field: tenant is read by the Python fast path)
     decoding = (
         "; decoding: python, the tenant is a record field" if tenant and tenant.source == "field" else ""

@@ -7,6 +7,13 @@ a batch at once (`deliver`), without blocking the event loop. A failed delivery 
 acknowledged, so its input is read again after the restart (at-least-once; alerts carry stable ids
 and state records carry positions, so a repeat is harmless).
 
+Delivery reports. librdkafka reports each record once, served by `poll` on the loop's thread. The
+changelog's records (most of what the worker sends: one per changed window per checkpoint) are reported
+to a C-level callable per topic partition when the native extension is there (`streams._native.
+DeliveryTally`: counts successes, keeps their highest offset, hands every failure to `_on_delivery`), so
+no Python function runs per delivered record; errors take the same path either way. Without the
+extension (or `reports="python"`) every record's report is `_on_delivery`, the reference.
+
 Except for records the broker will never take, whatever the retries (too large, invalid): replaying
 their input would make the same record and fail again, a crash loop that the client being detected
 could cause at will. Those are refused, not raised: each goes to `on_refused` (the worker turns it into
@@ -19,7 +26,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -77,11 +84,31 @@ def producer_config(
     }
 
 
+def native_tally() -> Callable[[Callable[[KafkaError | None, Message], None]], Tally] | None:
+    """The native extension's delivery-report counter (DeliveryTally), or None when it is not built."""
+    try:
+        from streams._native import DeliveryTally
+    except ImportError:
+        return None
+    return DeliveryTally
+
+
+class Tally(Protocol):
+    """A delivery-report callable of one topic partition (see the module docstring)."""
+
+    delivered: int  # successes counted
+    offset: int  # the highest delivered offset, -1 before any
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None: ...
+
+
 class AsyncProducer:
     """Enqueue records without blocking; `deliver()` waits until the broker acknowledged all of them.
 
     Offsets of acknowledged records are kept per (topic, partition) for the caller (the RocksDB store
-    records the changelog offset it has written up to, as faust's table does).
+    records the changelog offset it has written up to, as faust's table does): complete once `deliver`
+    returned. `reports`: how `send_items` records are reported, "native" (a DeliveryTally per topic
+    partition, when the extension is built) or "python" (`_on_delivery` per record).
     """
 
     def __init__(
@@ -90,8 +117,13 @@ class AsyncProducer:
         linger_ms: int = 5,
         on_refused: Callable[[Refused], None] = _ignore,
         client: Mapping[str, str] | None = None,
+        reports: str = "native",
     ) -> None:
+        if reports not in ("native", "python"):
+            raise ValueError(f"reports must be native or python, got {reports!r}")
         self._producer = Producer(producer_config(brokers, linger_ms, client))
+        self._make_tally = native_tally() if reports == "native" else None
+        self._tallies: dict[tuple[str, int], Tally] = {}
         self._errors: list[KafkaError] = []
         self._sent = 0
         self._done = 0
@@ -155,7 +187,13 @@ class AsyncProducer:
         """`send` of each (key, value) to one partition, in order: the changelog's path, one record per
         changed window per checkpoint, with the per-record work bound once rather than per call of
         `send`. A full local queue or a refusal takes `send` for that record."""
-        produce, report = self._producer.produce, self._on_delivery
+        produce = self._producer.produce
+        report: Callable[[KafkaError | None, Message], None] = self._on_delivery
+        if self._make_tally is not None:
+            tally = self._tallies.get((topic, partition))
+            if tally is None:
+                tally = self._tallies[(topic, partition)] = self._make_tally(self._on_delivery)
+            report = tally
         sent = 0
         for key, value in items:
             try:
@@ -176,18 +214,26 @@ class AsyncProducer:
         poll = self._producer.poll
         deadline = time.monotonic() + timeout_s
         pause = 0.0005
-        while self._done < self._sent:  # a refusal served by poll may send (a dead letter): count it too
+        while self._count() < self._sent:  # a refusal served by poll may send (a dead letter): count it too
             poll(0)
-            if self._done >= self._sent:
+            if self._count() >= self._sent:
                 break
             now = time.monotonic()
             if now > deadline or (self._abort_at is not None and now > self._abort_at):
                 raise DeliveryError(
-                    f"{self._sent - self._done} records not acknowledged by the broker "
+                    f"{self._sent - self._count()} records not acknowledged by the broker "
                     f"{'before the worker stopped' if now <= deadline else f'within {timeout_s:.0f}s'}"
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
+        acked = self.acked
+        for tp, tally in self._tallies.items():
+            if tally.offset > acked.get(tp, -1):
+                acked[tp] = tally.offset
         if self._errors:
             errors, self._errors = self._errors, []
             raise DeliveryError(f"{len(errors)} records failed: {errors[0]}")
+
+    def _count(self) -> int:
+        """Records reported so far: by `_on_delivery`, and the successes the tallies counted."""
+        return self._done + sum(tally.delivered for tally in self._tallies.values())
