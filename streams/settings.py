@@ -16,6 +16,7 @@ from typing import Any
 
 from streams.core.engine import StreamParams
 from streams.core.native import ENGINES
+from streams.core.notify import NotifyParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
     DEFAULT_MAX_ALERT_BYTES,
@@ -28,6 +29,7 @@ from streams.core.rule import (
     RuleParams,
 )
 from streams.core.shippers import FORMATS, w3c_fields_problem
+from streams.core.tenant import TenantError, TenantSpec
 from streams.errors import JobError
 from streams.state.base import StoreKind
 
@@ -778,10 +780,8 @@ class Settings:
         if self.tenant_thresholds and not self.tenant_field:
             raise ConfigError("--tenant-thresholds / PORTSCAN_TENANT_THRESHOLDS needs --tenant-field")
 
-    def tenant_spec(self) -> Any:
+    def tenant_spec(self) -> TenantSpec | None:
         """core.tenant.TenantSpec of --tenant-field and --tenant-default (None: no tenants)."""
-        from streams.core.tenant import TenantError, TenantSpec
-
         try:
             return TenantSpec.parse(self.tenant_field, self.tenant_default)
         except TenantError as exc:
@@ -790,10 +790,8 @@ class Settings:
     def notify_fields(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.notify_by.split(",") if p.strip())
 
-    def notify_params(self) -> Any:
+    def notify_params(self) -> NotifyParams:
         """core.notify.NotifyParams from the --notify-* settings."""
-        from streams.core.notify import NotifyParams
-
         by = self.notify_fields()
         return NotifyParams(
             by=("TenantId", *by) if self.tenant_field else by,  # a tenant's pages never merge with another's
