@@ -881,6 +881,22 @@ class Settings:
         return tuple(f.name for f in fields(cls) if f.name in entries or f.metadata["section"] in entries)
 
     @classmethod
+    def shown_default(cls, name: str) -> str:
+        """A setting's default as --help and the README's configuration table show it: a duration in its
+        largest whole unit, a boolean as the variable takes it, an empty one as `none`."""
+        f = {f.name: f for f in fields(cls)}[name]
+        default: Any = f.default
+        if default in ("", ()):
+            return "none"
+        if f.metadata["secret"]:
+            return "<secret>"
+        if f.metadata["parse"] is parse_duration_ms:
+            return format_duration_ms(int(default))
+        if isinstance(default, bool):
+            return "true" if default else "false"
+        return str(default)
+
+    @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
         """Declare the flags of the named settings on a (sub)command parser, one argument group per
         section (in SECTIONS order); defaults stay None, so that the variable or the default applies."""
@@ -892,11 +908,7 @@ class Settings:
             group = parser.add_argument_group(title)
             for f in members:
                 meta = f.metadata
-                shown = "<secret>" if meta["secret"] else f.default
-                if meta["parse"] is parse_duration_ms:
-                    shown = format_duration_ms(int(f.default))  # type: ignore[arg-type]
-                if f.default in ("", ()):
-                    shown = "none"
+                shown = cls.shown_default(f.name)
                 text = f"{meta['help']} [env {cls.env_name(f.name)}; default {shown}]".replace("%", "%%")
                 if meta["bare"]:  # a switch: present means true
                     group.add_argument(

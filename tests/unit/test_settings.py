@@ -221,3 +221,36 @@ def test_worker_applies_no_file_bound(capsys: pytest.CaptureFixture[str]) -> Non
     assert len(message) > worker.max_line_bytes
     ((_, event),) = message_reader(SourceOptions.of(worker, files=False)).read(message)
     assert isinstance(event, IISEvent) and event.csUriQuery == record["csUriQuery"]
+
+
+def test_readme_configuration_table_matches_the_declarations() -> None:
+    """README's configuration table lists every setting once, with its flag, variable, default (as --help
+    shows it) and the commands that take its flag (streams.cli COMMANDS): it had drifted to about 17
+    settings fewer than --help. A setting added, renamed, re-defaulted or moved between commands fails
+    here until the table says so."""
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from streams.cli import COMMANDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    row = re.compile(r"^\| `(--[a-z0-9-]+)` \| `(PORTSCAN_[A-Z0-9_]+)` \| `([^`]*)` \| ([^|]*) \| [^|]+ \|$")
+    rows = [row.match(line) for line in section.splitlines() if line.startswith("| `--")]
+    assert None not in rows, (
+        "a row of the table is not | `--flag` | `VARIABLE` | `default` | commands | what |"
+    )
+    listed = [m.groups() for m in rows if m is not None]
+    expected = [
+        (
+            Settings.flag(f.name),
+            Settings.env_name(f.name),
+            Settings.shown_default(f.name),
+            ", ".join(c for c, entries in COMMANDS.items() if f.name in Settings.select(entries)),
+        )
+        for f in fields(Settings)
+    ]
+    assert sorted(set(expected) - set(listed)) == []  # a setting missing, or listed otherwise than declared
+    assert sorted(set(listed) - set(expected)) == []  # a row that names no setting as declared
+    assert len(listed) == len(expected)  # each once
