@@ -16,6 +16,7 @@ from typing import Any
 
 from streams.core.engine import StreamParams
 from streams.core.native import ENGINES
+from streams.core.notify import NotifyParams
 from streams.core.rule import (
     DEFAULT_BIN_MS,
     DEFAULT_MAX_ALERT_BYTES,
@@ -28,6 +29,7 @@ from streams.core.rule import (
     RuleParams,
 )
 from streams.core.shippers import FORMATS, w3c_fields_problem
+from streams.core.tenant import TenantError, TenantSpec
 from streams.errors import JobError
 from streams.state.base import StoreKind
 
@@ -778,10 +780,8 @@ class Settings:
         if self.tenant_thresholds and not self.tenant_field:
             raise ConfigError("--tenant-thresholds / PORTSCAN_TENANT_THRESHOLDS needs --tenant-field")
 
-    def tenant_spec(self) -> Any:
+    def tenant_spec(self) -> TenantSpec | None:
         """core.tenant.TenantSpec of --tenant-field and --tenant-default (None: no tenants)."""
-        from streams.core.tenant import TenantError, TenantSpec
-
         try:
             return TenantSpec.parse(self.tenant_field, self.tenant_default)
         except TenantError as exc:
@@ -790,10 +790,8 @@ class Settings:
     def notify_fields(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.notify_by.split(",") if p.strip())
 
-    def notify_params(self) -> Any:
+    def notify_params(self) -> NotifyParams:
         """core.notify.NotifyParams from the --notify-* settings."""
-        from streams.core.notify import NotifyParams
-
         by = self.notify_fields()
         return NotifyParams(
             by=("TenantId", *by) if self.tenant_field else by,  # a tenant's pages never merge with another's
@@ -883,6 +881,22 @@ class Settings:
         return tuple(f.name for f in fields(cls) if f.name in entries or f.metadata["section"] in entries)
 
     @classmethod
+    def shown_default(cls, name: str) -> str:
+        """A setting's default as --help and the README's configuration table show it: a duration in its
+        largest whole unit, a boolean as the variable takes it, an empty one as `none`."""
+        f = {f.name: f for f in fields(cls)}[name]
+        default: Any = f.default
+        if default in ("", ()):
+            return "none"
+        if f.metadata["secret"]:
+            return "<secret>"
+        if f.metadata["parse"] is parse_duration_ms:
+            return format_duration_ms(int(default))
+        if isinstance(default, bool):
+            return "true" if default else "false"
+        return str(default)
+
+    @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
         """Declare the flags of the named settings on a (sub)command parser, one argument group per
         section (in SECTIONS order); defaults stay None, so that the variable or the default applies."""
@@ -894,11 +908,7 @@ class Settings:
             group = parser.add_argument_group(title)
             for f in members:
                 meta = f.metadata
-                shown = "<secret>" if meta["secret"] else f.default
-                if meta["parse"] is parse_duration_ms:
-                    shown = format_duration_ms(int(f.default))  # type: ignore[arg-type]
-                if f.default in ("", ()):
-                    shown = "none"
+                shown = cls.shown_default(f.name)
                 text = f"{meta['help']} [env {cls.env_name(f.name)}; default {shown}]".replace("%", "%%")
                 if meta["bare"]:  # a switch: present means true
                     group.add_argument(

@@ -143,7 +143,8 @@ def test_help_is_grouped_by_section_per_command() -> None:
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     titles = {name: {g.title for g in sub._action_groups} for name, sub in subcommands.items()}
-    assert set(SECTIONS.values()) <= titles["worker"]
+    assert set(SECTIONS.values()) - {SECTIONS["files"]} <= titles["worker"]
+    assert SECTIONS["files"] not in titles["worker"]  # the worker applies no file bound (its COMMANDS entry)
     assert {SECTIONS[s] for s in ("rule", "output", "input", "files", "soc")} <= titles["replay"]
     assert SECTIONS["kafka"] not in titles["replay"] and SECTIONS["rule"] not in titles["produce"]
     assert set(COMMANDS) >= {"replay", "worker", "produce", "alerts", "notifications", "topics create"}
@@ -154,10 +155,15 @@ def test_worker_replay_and_produce_take_every_input_setting() -> None:
     replay's alone, --computer not honoured from PORTSCAN_COMPUTER by replay and produce)."""
     from streams.cli import COMMANDS, build_parser
 
-    inputs = Settings.select(("input", "files"))
+    inputs = Settings.select(("input",))
     assert {"computer", "w3c_dash_as_empty", "input_format", "w3c_fields"} <= set(inputs)
     for command in ("worker", "replay", "produce"):
         assert set(inputs) <= set(Settings.select(COMMANDS[command])), command
+    for command in (
+        "replay",
+        "produce",
+    ):  # the file bounds: files only (see test_worker_applies_no_file_bound)
+        assert set(Settings.select(("files",))) <= set(Settings.select(COMMANDS[command])), command
     parser = build_parser()
     for argv in (["worker"], ["replay"], ["produce"]):
         args = parser.parse_args([*argv, "--w3c-dash-as-empty", "--computer", "WEB7"])
@@ -176,3 +182,75 @@ def test_the_workers_reader_follows_the_input_settings() -> None:
     named = worker.with_(computer="WEB7")
     ((_, event),) = message_reader(SourceOptions.of(named, files=False)).read(line)
     assert isinstance(event, IISEvent) and event.Computer == "WEB7" and event.csUserName == ""
+
+
+def test_worker_applies_no_file_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    """`worker --help` showed --max-line-bytes and --max-document-bytes, which the worker never applied: a
+    Kafka message is bounded by the broker (max.message.bytes) before the worker reads it. The worker takes
+    neither flag, and its reader reads a message longer than --max-line-bytes as any other (what it
+    applies: nothing of the file bounds)."""
+    import orjson
+
+    from streams.cli import build_parser
+    from streams.core.records import IISEvent
+    from streams.io.sources import SourceOptions, message_reader
+
+    parser = build_parser()
+    for flag in ("--max-line-bytes", "--max-document-bytes"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["worker", flag, "2048"])
+        assert "unrecognized arguments" in capsys.readouterr().err
+        for command in ("replay", "produce"):
+            assert (
+                getattr(
+                    Settings.load(parser.parse_args([command, flag, "2048"]), {}), flag[2:].replace("-", "_")
+                )
+                == 2048
+            )
+    record = {
+        "TimeGenerated": "2026-01-01T00:00:03Z",
+        "Computer": "WEB7",
+        "cIP": "198.51.100.7",
+        "sIP": "10.0.0.11",
+        "sPort": 443,
+        "csUriQuery": "q=" + "x" * 3000,
+        "Type": "W3CIISLog",
+    }
+    message = orjson.dumps(record)
+    worker = Settings.load(None, {"PORTSCAN_MAX_LINE_BYTES": "1024"})
+    assert len(message) > worker.max_line_bytes
+    ((_, event),) = message_reader(SourceOptions.of(worker, files=False)).read(message)
+    assert isinstance(event, IISEvent) and event.csUriQuery == record["csUriQuery"]
+
+
+def test_readme_configuration_table_matches_the_declarations() -> None:
+    """README's configuration table lists every setting once, with its flag, variable, default (as --help
+    shows it) and the commands that take its flag (streams.cli COMMANDS): it had drifted to about 17
+    settings fewer than --help. A setting added, renamed, re-defaulted or moved between commands fails
+    here until the table says so."""
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from streams.cli import COMMANDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    row = re.compile(r"^\| `(--[a-z0-9-]+)` \| `(PORTSCAN_[A-Z0-9_]+)` \| `([^`]*)` \| ([^|]*) \| [^|]+ \|$")
+    rows = [row.match(line) for line in section.splitlines() if line.startswith("| `--")]
+    assert None not in rows, (
+        "a row of the table is not | `--flag` | `VARIABLE` | `default` | commands | what |"
+    )
+    listed = [m.groups() for m in rows if m is not None]
+    expected = [
+        (
+            Settings.flag(f.name),
+            Settings.env_name(f.name),
+            Settings.shown_default(f.name),
+            ", ".join(c for c, entries in COMMANDS.items() if f.name in Settings.select(entries)),
+        )
+        for f in fields(Settings)
+    ]
+    assert sorted(set(expected) - set(listed)) == []  # a setting missing, or listed otherwise than declared
+    assert sorted(set(listed) - set(expected)) == []  # a row that names no setting as declared
+    assert len(listed) == len(expected)  # each once
