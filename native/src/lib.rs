@@ -1036,6 +1036,19 @@ const TIME: usize = 0;
 // Enricher.values' memo key: the request's columns in this order.
 const VALUE_COLUMNS: [usize; 8] = [7, 6, 8, 9, 5, 10, 11, 12];
 
+/// The threshold of a key as a Python object: `threshold`, or `of_key(key)`.
+fn of_key_or<'py>(
+    py: Python<'py>,
+    threshold: Option<i64>,
+    of_key: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match threshold {
+        Some(t) => Ok(t.into_pyobject(py)?.into_any()),
+        None => of_key.call1((key,)),
+    }
+}
+
 /// WindowRecord's slots.
 struct RecSlots {
     count: isize,
@@ -1057,6 +1070,8 @@ struct Fold {
     ev: [isize; N_COLUMNS],
     tenant: isize,
     rec: RecSlots,
+    #[pyo3(get, set)]
+    untrack: bool,
 }
 
 impl Fold {
@@ -1141,6 +1156,52 @@ impl Fold {
         values.call1((ev,))
     }
 
+    /// `rec.port_count(cap)` from the ports slot (None: not a slot of the usual forms).
+    fn port_count(&self, rec: &Bound<'_, PyAny>, cap: i64) -> PyResult<Option<i64>> {
+        let ports = unsafe { get_slot(rec.as_ptr(), self.rec.ports) };
+        if ports.is_null() || unsafe { ffi::Py_TYPE(rec.as_ptr()) } != self.record.as_ptr() as *mut ffi::PyTypeObject {
+            return Ok(None);
+        }
+        let n = unsafe {
+            if ports == ffi::Py_None() {
+                0
+            } else if ffi::PyLong_CheckExact(ports) != 0 {
+                1
+            } else if ffi::PyTuple_CheckExact(ports) != 0 {
+                ffi::PyTuple_GET_SIZE(ports) as i64
+            } else if ffi::PySet_CheckExact(ports) != 0 {
+                ffi::PySet_GET_SIZE(ports) as i64
+            } else {
+                return Ok(None);
+            }
+        };
+        Ok(Some(if cap != 0 { n.min(cap) } else { n }))
+    }
+
+    /// `rec.reaches(threshold, cap)` (the threshold `of_key(key)` when None); None: Python's to say.
+    fn reaches(
+        &self,
+        rec: &Bound<'_, PyAny>,
+        threshold: Option<i64>,
+        of_key: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        cap: i64,
+    ) -> PyResult<Option<bool>> {
+        let ports = unsafe { get_slot(rec.as_ptr(), self.rec.ports) };
+        if ports == unsafe { ffi::Py_None() } {
+            return Ok(Some(false));
+        }
+        let Some(n) = self.port_count(rec, cap)? else { return Ok(None) };
+        let limit: i64 = match threshold {
+            Some(t) => t,
+            None => match of_key.call1((key,))?.extract() {
+                Ok(t) => t,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(n >= limit))
+    }
+
     /// `WindowRecord.first(t, port, values, offset, closed)`: its slots set directly.
     fn first<'py>(
         &self,
@@ -1172,6 +1233,11 @@ impl Fold {
             let flag = if closed { ffi::Py_True() } else { ffi::Py_False() };
             ffi::Py_INCREF(flag);
             put_slot(obj, r.closed, flag);
+            if self.untrack {
+                // A record holds ints, strs and containers of them: it is never part of a reference
+                // cycle, so the collector need not traverse it (hundreds of thousands live at once).
+                ffi::PyObject_GC_UnTrack(obj as *mut std::ffi::c_void);
+            }
             Ok(Bound::from_owned_ptr(py, obj))
         }
     }
@@ -1284,7 +1350,122 @@ impl Fold {
         if record.hasattr("__dict__")? && record.getattr("__dictoffset__")?.extract::<isize>()? != 0 {
             return Err(missing("__dict__"));
         }
-        Ok(Fold { event: event.unbind(), record: record.unbind(), ev, tenant, rec })
+        Ok(Fold { event: event.unbind(), record: record.unbind(), ev, tenant, rec, untrack: true })
+    }
+
+    /// `PartitionEngine._alert_touched`'s loop: admit new open windows and move touched ones to the end
+    /// of `open` (the least recently touched first), and call `late(key, rec)` / `early(key, rec)` for
+    /// those that reached the threshold (`threshold`, or `of_key(key)` when it is None); a record of an
+    /// odd shape is `slow(key, rec)`, the reference's body for one window.
+    #[pyo3(signature = (touched, open, by_end, bin_ms, cap, threshold, of_key, early_on, late, early, slow))]
+    #[allow(clippy::too_many_arguments)]
+    fn touch<'py>(
+        &self,
+        py: Python<'py>,
+        touched: &Bound<'py, PyDict>,
+        open: &Bound<'py, PyDict>,
+        by_end: &Bound<'py, PyDict>,
+        bin_ms: i64,
+        cap: i64,
+        threshold: Option<i64>,
+        of_key: &Bound<'py, PyAny>,
+        early_on: bool,
+        late: &Bound<'py, PyAny>,
+        early: &Bound<'py, PyAny>,
+        slow: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let rec_tp = self.record.as_ptr() as *mut ffi::PyTypeObject;
+        let r = &self.rec;
+        for (key, rec) in touched.iter() {
+            let o = rec.as_ptr();
+            let (closed, first, sent) = unsafe {
+                let c = get_slot(o, r.closed);
+                let closed = if c == ffi::Py_True() {
+                    Some(true)
+                } else if c == ffi::Py_False() {
+                    Some(false)
+                } else {
+                    None
+                };
+                (closed, small_int(get_slot(o, r.first)), small_int(get_slot(o, r.sent)))
+            };
+            let reached = if unsafe { ffi::Py_TYPE(o) } == rec_tp { self.reaches(&rec, threshold, of_key, &key, cap)? } else { None };
+            let (Some(closed), Some(first), Some(sent), Some(reached)) = (closed, first, sent, reached) else {
+                slow.call1((&key, &rec))?;
+                continue;
+            };
+            if closed {
+                if reached {
+                    late.call1((&key, &rec))?;
+                }
+                continue;
+            }
+            if open.contains(&key)? {
+                open.del_item(&key)?;
+                open.set_item(&key, &rec)?;
+            } else {
+                if bin_ms <= 0 {
+                    slow.call1((&key, &rec))?;
+                    continue;
+                }
+                open.set_item(&key, &rec)?;
+                let end = (first - first.rem_euclid(bin_ms)).checked_add(bin_ms);
+                let Some(end) = end else { return Err(PyTypeError::new_err("window end past an i64")) };
+                match by_end.get_item(end)? {
+                    Some(keys) => keys.cast_exact::<PyList>()?.append(&key)?,
+                    None => by_end.set_item(end, PyList::new(py, [&key])?)?,
+                }
+            }
+            if reached && sent == 0 && early_on {
+                early.call1((&key, &rec))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_advance`'s loop over the keys of one bin end: pop each from `open`, close it, add it to
+    /// `closed` (when not None), and call `final_(key, rec)` for those whose port count reaches the
+    /// threshold (`threshold`, or `of_key(key)` when it is None) when `final_on`.
+    #[pyo3(signature = (keys, open, closed, cap, threshold, of_key, final_on, final_))]
+    #[allow(clippy::too_many_arguments)]
+    fn close<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        open: &Bound<'py, PyDict>,
+        closed: &Bound<'py, PyAny>,
+        cap: i64,
+        threshold: Option<i64>,
+        of_key: &Bound<'py, PyAny>,
+        final_on: bool,
+        final_: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let closed_set = if closed.is_none() { None } else { Some(closed.cast_exact::<PySet>()?) };
+        let setattr_closed = pyo3::intern!(py, "closed");
+        for key in keys.try_iter()? {
+            let key = key?;
+            let Some(rec) = open.get_item(&key)? else { continue };
+            open.del_item(&key)?;
+            rec.setattr(setattr_closed, true)?;
+            if let Some(set) = closed_set {
+                set.add(&key)?;
+            }
+            if final_on {
+                let reached = match self.port_count(&rec, cap)? {
+                    Some(n) => match threshold {
+                        Some(t) => n >= t,
+                        None => n.into_pyobject(py)?.ge(of_key.call1((&key,))?)?,
+                    },
+                    None => rec
+                        .call_method1(pyo3::intern!(py, "port_count"), (cap,))?
+                        .ge(of_key_or(py, threshold, of_key, &key)?)?,
+                };
+                if reached {
+                    final_.call1((&key, &rec))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `PartitionEngine.plan`'s keys and load list for a batch, or None (Python's to plan).

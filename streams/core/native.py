@@ -11,11 +11,12 @@ self-check (`native_problem`), else the Python one; the choice and why is `Engin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from streams.core.alerts import alert_sort_key
 from streams.core.engine import PartitionEngine, Plan, StepResult, StreamParams
 from streams.core.parse import single_event
 from streams.core.records import IISEvent
@@ -106,7 +107,10 @@ SELF_CHECK: tuple[Value, ...] = (
 
 class NativePartitionEngine(PartitionEngine):
     """`PartitionEngine` with its per-event loops (`plan`'s keys and load list, `_apply`'s common
-    branches) in the native extension (`streams._native.Fold`), over the same objects.
+    branches, `_alert_touched`'s admit/LRU, `_close_bin`) in the native extension
+    (`streams._native.Fold`), over the same objects. The records it makes are not tracked by the cycle
+    collector (a record holds ints, strs and containers of them: never in a cycle), which saves the
+    collector's passes over hundreds of thousands of live windows: most of what it gains.
 
     The native loop does only what the reference does in its common branches (a new window: as
     `WindowRecord.first`; an in-memory window: `first_time` for one source, `add`'s fast exits;
@@ -163,6 +167,71 @@ class NativePartitionEngine(PartitionEngine):
         self.meta.max_event_ms, already = got
         out.already_applied += already
         return touched
+
+    def _alert_touched(self, touched: dict[bytes, WindowRecord], out: StepResult) -> None:
+        p = self.params
+        rule, tenants = p.rule, p.tenant_thresholds
+        early: list[dict[str, Any]] = []
+
+        def late_alert(key: bytes, rec: WindowRecord) -> None:
+            rec.alerts_sent += 1
+            out.alerts.append(self._alert(key, rec, "late"))
+
+        def early_alert(key: bytes, rec: WindowRecord) -> None:
+            rec.alerts_sent = 1
+            early.append(self._alert(key, rec, "early"))
+
+        def slow(key: bytes, rec: WindowRecord) -> None:  # the reference's body for one window
+            reached = rec.reaches(
+                rule.threshold if tenants is None else tenants.of_key(key), rule.max_set_size
+            )
+            if rec.closed:
+                if reached:
+                    late_alert(key, rec)
+                return
+            if key not in self.open:
+                self._admit(key, rec.first_ms - rec.first_ms % rule.bin_ms, rec)
+            else:
+                del self.open[key]
+                self.open[key] = rec
+            if reached and rec.alerts_sent == 0 and p.early:
+                early_alert(key, rec)
+
+        self._fold.touch(
+            touched,
+            self.open,
+            self._by_end,
+            rule.bin_ms,
+            rule.max_set_size,
+            rule.threshold if tenants is None else None,
+            None if tenants is None else tenants.of_key,
+            p.early,
+            late_alert,
+            early_alert,
+            slow,
+        )
+        early.sort(key=alert_sort_key)
+        out.alerts[:0] = early
+
+    def _close_bin(
+        self, keys: Iterable[bytes], closed: set[bytes] | None, finals: list[dict[str, Any]]
+    ) -> None:
+        rule, tenants = self.params.rule, self.params.tenant_thresholds
+
+        def final_alert(key: bytes, rec: WindowRecord) -> None:
+            rec.alerts_sent += 1
+            finals.append(self._alert(key, rec, "final"))
+
+        self._fold.close(
+            keys,
+            self.open,
+            closed,
+            rule.max_set_size,
+            rule.threshold if tenants is None else None,
+            None if tenants is None else tenants.of_key,
+            self.params.final,
+            final_alert,
+        )
 
     def _one(
         self,
