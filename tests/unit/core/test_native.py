@@ -771,3 +771,17 @@ def test_native_fold_spills_and_restores_like_the_python_engine(seed: int) -> No
             assert fold.op(op, positions_n, now) == expected
             assert engine_state(fold.engine) == engine_state(python.engine)
         assert fold.store == python.store
+
+
+def test_native_fold_keys_are_orjson_bytes() -> None:
+    """Keys before 1970 (a signed 13-digit prefix), past 13 digits, with a tenant, with escapes and
+    non-ASCII: the same bytes and load list as the reference's plan."""
+    batch = [
+        (0, IISEvent(-5, "a", "b", "c", 1)),
+        (1, IISEvent(-600_001, "a", "b", "c", 1, tenant="t")),
+        (2, IISEvent(10**14, 'é😀"\\\x01\u2028', "b", "c", None)),
+    ]
+    params = StreamParams()
+    want = PartitionEngine(params).plan(batch)
+    got = native.NativePartitionEngine(params).plan(batch)
+    assert (got.keys, got.load, got.watermark) == (want.keys, want.load, want.watermark)
