@@ -977,11 +977,646 @@ fn encode_records<'py>(
     Ok(out)
 }
 
+
+// ---------------------------------------------------------------------------------- the engine's fold
+
+/// Where a slots class keeps `name` (its member descriptor's offset, found along the MRO), when the slot
+/// is a plain object slot: None otherwise.
+fn member_offset(py: Python<'_>, cls: &Bound<'_, PyType>, name: &str) -> PyResult<Option<isize>> {
+    let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
+    let Ok(descr) = cls.getattr(name) else { return Ok(None) };
+    if !descr.get_type().is(&member_type) {
+        return Ok(None);
+    }
+    let basic = unsafe { (*cls.as_type_ptr()).tp_basicsize };
+    let member = unsafe { (*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef };
+    let (code, offset, flags) = unsafe { ((*member).type_code, (*member).offset, (*member).flags) };
+    if code != ffi::Py_T_OBJECT_EX
+        || flags != 0
+        || offset < std::mem::size_of::<ffi::PyObject>() as isize
+        || offset + std::mem::size_of::<*mut ffi::PyObject>() as isize > basic
+    {
+        return Ok(None);
+    }
+    Ok(Some(offset))
+}
+
+/// A slot's object (borrowed; NULL when unset).
+#[inline]
+unsafe fn get_slot(obj: *mut ffi::PyObject, offset: isize) -> *mut ffi::PyObject {
+    *((obj as *mut u8).offset(offset) as *mut *mut ffi::PyObject)
+}
+
+/// Set a slot to an owned reference, releasing the one it held.
+#[inline]
+unsafe fn put_slot(obj: *mut ffi::PyObject, offset: isize, value: *mut ffi::PyObject) {
+    let at = (obj as *mut u8).offset(offset) as *mut *mut ffi::PyObject;
+    let old = *at;
+    *at = value;
+    if !old.is_null() {
+        ffi::Py_DECREF(old);
+    }
+}
+
+/// An exact int that fits an i64 (borrowed object), else None.
+#[inline]
+unsafe fn small_int(obj: *mut ffi::PyObject) -> Option<i64> {
+    if obj.is_null() || ffi::PyLong_CheckExact(obj) == 0 {
+        return None;
+    }
+    let mut overflow: std::os::raw::c_int = 0;
+    let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
+    if overflow != 0 || (v == -1 && !ffi::PyErr_Occurred().is_null()) {
+        ffi::PyErr_Clear();
+        return None;
+    }
+    Some(v)
+}
+
+// The event's columns the engine reads, by IISEvent's field names.
+const TIME: usize = 0;
+// Enricher.values' memo key: the request's columns in this order.
+const VALUE_COLUMNS: [usize; 8] = [7, 6, 8, 9, 5, 10, 11, 12];
+
+/// The threshold of a key as a Python object: `threshold`, or `of_key(key)`.
+fn of_key_or<'py>(
+    py: Python<'py>,
+    threshold: Option<i64>,
+    of_key: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match threshold {
+        Some(t) => Ok(t.into_pyobject(py)?.into_any()),
+        None => of_key.call1((key,)),
+    }
+}
+
+/// WindowRecord's slots.
+struct RecSlots {
+    count: isize,
+    first: isize,
+    last: isize,
+    ports: isize,
+    sets: isize,
+    applied: isize,
+    sent: isize,
+    closed: isize,
+}
+
+/// The per-event loop of `core.engine.PartitionEngine` (`plan`'s keys, `_apply`'s common branches) over
+/// the same Python objects; every other branch is the Python engine's own (see streams.core.native).
+#[pyclass(module = "streams._native", unsendable)]
+struct Fold {
+    event: Py<PyType>,
+    record: Py<PyType>,
+    ev: [isize; N_COLUMNS],
+    tenant: isize,
+    rec: RecSlots,
+    #[pyo3(get, set)]
+    untrack: bool,
+}
+
+impl Fold {
+    /// The events of a batch of (position, event) when every one is an IISEvent with an i64 time and an
+    /// int position: (position, event, time), borrowed. None: the Python engine takes the batch.
+    fn items<'py>(&self, batch: &Bound<'py, PyAny>) -> Option<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, i64)>> {
+        let list = batch.cast_exact::<PyList>().ok()?;
+        let tp = self.event.as_ptr() as *mut ffi::PyTypeObject;
+        let mut out = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            let pair = item.cast_exact::<PyTuple>().ok()?;
+            if pair.len() != 2 {
+                return None;
+            }
+            let offset = pair.get_item(0).ok()?;
+            let ev = pair.get_item(1).ok()?;
+            if !offset.is_exact_instance_of::<PyInt>() || unsafe { ffi::Py_TYPE(ev.as_ptr()) } != tp {
+                return None;
+            }
+            let t = unsafe { small_int(get_slot(ev.as_ptr(), self.ev[TIME]))? };
+            out.push((offset, ev, t));
+        }
+        Some(out)
+    }
+
+    /// The store key of an event: the start's 13-digit prefix + orjson.dumps(((tenant,) cIP, Computer,
+    /// sIP)). None: a value orjson would refuse (a lone surrogate) or not a str: Python's to do.
+    fn key(&self, ev: &Bound<'_, PyAny>, start: i64, buf: &mut Vec<u8>) -> Option<()> {
+        use std::io::Write;
+        buf.clear();
+        write!(buf, "{:013}", start).ok()?;
+        buf.push(b'[');
+        let py = ev.py();
+        let column = |offset: isize| -> Option<Bound<'_, PyAny>> {
+            let obj = unsafe { get_slot(ev.as_ptr(), offset) };
+            if obj.is_null() {
+                return None;
+            }
+            Some(unsafe { Bound::from_borrowed_ptr(py, obj) })
+        };
+        let tenant = column(self.tenant)?;
+        let tenant_text = str_of(&tenant).ok()?;
+        let mut first = true;
+        if !tenant_text.is_empty() {
+            put_json_str(buf, &tenant_text);
+            first = false;
+        }
+        for c in 1..=3 {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            let v = column(self.ev[c])?;
+            put_json_str(buf, &str_of(&v).ok()?);
+        }
+        buf.push(b']');
+        Some(())
+    }
+
+    /// `Enricher.values(ev)`: its memo looked up here with the same key, the method called on a miss.
+    fn values<'py>(
+        &self,
+        ev: &Bound<'py, PyAny>,
+        memo: &Bound<'py, PyDict>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = ev.py();
+        let mut parts: Vec<Bound<'py, PyAny>> = Vec::with_capacity(8);
+        for c in VALUE_COLUMNS {
+            let obj = unsafe { get_slot(ev.as_ptr(), self.ev[c]) };
+            if obj.is_null() {
+                return values.call1((ev,));
+            }
+            parts.push(unsafe { Bound::from_borrowed_ptr(py, obj) });
+        }
+        let key = PyTuple::new(py, parts)?;
+        if let Some(found) = memo.get_item(&key)? {
+            if !found.is_none() {
+                return Ok(found);
+            }
+        }
+        values.call1((ev,))
+    }
+
+    /// `rec.port_count(cap)` from the ports slot (None: not a slot of the usual forms).
+    fn port_count(&self, rec: &Bound<'_, PyAny>, cap: i64) -> PyResult<Option<i64>> {
+        let ports = unsafe { get_slot(rec.as_ptr(), self.rec.ports) };
+        if ports.is_null() || unsafe { ffi::Py_TYPE(rec.as_ptr()) } != self.record.as_ptr() as *mut ffi::PyTypeObject {
+            return Ok(None);
+        }
+        let n = unsafe {
+            if ports == ffi::Py_None() {
+                0
+            } else if ffi::PyLong_CheckExact(ports) != 0 {
+                1
+            } else if ffi::PyTuple_CheckExact(ports) != 0 {
+                ffi::PyTuple_GET_SIZE(ports) as i64
+            } else if ffi::PySet_CheckExact(ports) != 0 {
+                ffi::PySet_GET_SIZE(ports) as i64
+            } else {
+                return Ok(None);
+            }
+        };
+        Ok(Some(if cap != 0 { n.min(cap) } else { n }))
+    }
+
+    /// `rec.reaches(threshold, cap)` (the threshold `of_key(key)` when None); None: Python's to say.
+    fn reaches(
+        &self,
+        rec: &Bound<'_, PyAny>,
+        threshold: Option<i64>,
+        of_key: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        cap: i64,
+    ) -> PyResult<Option<bool>> {
+        let ports = unsafe { get_slot(rec.as_ptr(), self.rec.ports) };
+        if ports == unsafe { ffi::Py_None() } {
+            return Ok(Some(false));
+        }
+        let Some(n) = self.port_count(rec, cap)? else { return Ok(None) };
+        let limit: i64 = match threshold {
+            Some(t) => t,
+            None => match of_key.call1((key,))?.extract() {
+                Ok(t) => t,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(n >= limit))
+    }
+
+    /// `WindowRecord.first(t, port, values, offset, closed)`: its slots set directly.
+    fn first<'py>(
+        &self,
+        py: Python<'py>,
+        time: *mut ffi::PyObject,
+        port: *mut ffi::PyObject,
+        values: &Bound<'py, PyAny>,
+        offset: &Bound<'py, PyAny>,
+        closed: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        unsafe {
+            let tp = self.record.as_ptr() as *mut ffi::PyTypeObject;
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            let obj = alloc(tp, 0);
+            if obj.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let r = &self.rec;
+            put_slot(obj, r.count, ffi::PyLong_FromLongLong(1));
+            ffi::Py_INCREF(time);
+            put_slot(obj, r.first, time);
+            ffi::Py_INCREF(time);
+            put_slot(obj, r.last, time);
+            ffi::Py_INCREF(port);
+            put_slot(obj, r.ports, port);
+            put_slot(obj, r.sets, values.clone().into_ptr());
+            put_slot(obj, r.applied, offset.clone().into_ptr());
+            put_slot(obj, r.sent, ffi::PyLong_FromLongLong(0));
+            let flag = if closed { ffi::Py_True() } else { ffi::Py_False() };
+            ffi::Py_INCREF(flag);
+            put_slot(obj, r.closed, flag);
+            if self.untrack {
+                // A record holds ints, strs and containers of them: it is never part of a reference
+                // cycle, so the collector need not traverse it (hundreds of thousands live at once).
+                ffi::PyObject_GC_UnTrack(obj as *mut std::ffi::c_void);
+            }
+            Ok(Bound::from_owned_ptr(py, obj))
+        }
+    }
+
+    /// `rec.first_time(offset)`: the one-source case here, the others by the method.
+    fn first_time(&self, rec: &Bound<'_, PyAny>, offset: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let applied = unsafe { get_slot(rec.as_ptr(), self.rec.applied) };
+        if !applied.is_null() && unsafe { ffi::PyLong_CheckExact(applied) } != 0 {
+            let a: Option<u128> = unsafe { Bound::from_borrowed_ptr(rec.py(), applied) }.extract().ok();
+            let o: Option<u128> = offset.extract().ok();
+            if let (Some(a), Some(o)) = (a, o) {
+                if a >> 64 == o >> 64 {
+                    if o <= a {
+                        return Ok(false);
+                    }
+                    unsafe { put_slot(rec.as_ptr(), self.rec.applied, offset.clone().into_ptr()) };
+                    return Ok(true);
+                }
+            }
+        }
+        rec.call_method1(pyo3::intern!(rec.py(), "first_time"), (offset,))?.is_truthy()
+    }
+
+    /// `rec.add(t, port, values, cap)`: its fast exits here (the same port or none, the very tuple of
+    /// values), else the method.
+    fn add<'py>(
+        &self,
+        rec: &Bound<'py, PyAny>,
+        t: i64,
+        time: *mut ffi::PyObject,
+        port: *mut ffi::PyObject,
+        values: &Bound<'py, PyAny>,
+        cap: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let r = &self.rec;
+        let o = rec.as_ptr();
+        unsafe {
+            let sets = get_slot(o, r.sets);
+            let ports = get_slot(o, r.ports);
+            let count = small_int(get_slot(o, r.count));
+            let first = small_int(get_slot(o, r.first));
+            let last = small_int(get_slot(o, r.last));
+            let none = ffi::Py_None();
+            let port_kind = if port == none {
+                Some(false) // nothing to add
+            } else if ports == none {
+                Some(true) // the first port: set
+            } else if ffi::PyLong_CheckExact(ports) != 0
+                && ffi::PyLong_CheckExact(port) != 0
+                && ffi::PyObject_RichCompareBool(ports, port, ffi::Py_EQ) == 1
+            {
+                Some(false) // the very port
+            } else {
+                None
+            };
+            if let (true, Some(set_port), Some(n), Some(f), Some(l)) =
+                (sets == values.as_ptr(), port_kind, count, first, last)
+            {
+                if n < i64::MAX {
+                    put_slot(o, r.count, ffi::PyLong_FromLongLong(n + 1));
+                    if t < f {
+                        ffi::Py_INCREF(time);
+                        put_slot(o, r.first, time);
+                    }
+                    if t > l {
+                        ffi::Py_INCREF(time);
+                        put_slot(o, r.last, time);
+                    }
+                    if set_port {
+                        ffi::Py_INCREF(port);
+                        put_slot(o, r.ports, port);
+                    }
+                    return Ok(());
+                }
+            }
+            let py = rec.py();
+            let args = (
+                Bound::from_borrowed_ptr(py, time),
+                Bound::from_borrowed_ptr(py, port),
+                values,
+                cap,
+            );
+            rec.call_method1(pyo3::intern!(py, "add"), args)?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Fold {
+    #[new]
+    fn new(py: Python<'_>, event: Bound<'_, PyType>, record: Bound<'_, PyType>) -> PyResult<Self> {
+        let missing = |what: &str| PyTypeError::new_err(format!("not a plain slot: {what}"));
+        let mut ev = [0isize; N_COLUMNS];
+        for (n, name) in FIELDS.iter().enumerate() {
+            ev[n] = member_offset(py, &event, name)?.ok_or_else(|| missing(name))?;
+        }
+        let tenant = member_offset(py, &event, TENANT_FIELD)?.ok_or_else(|| missing(TENANT_FIELD))?;
+        let slot = |name: &str| -> PyResult<isize> { member_offset(py, &record, name)?.ok_or_else(|| missing(name)) };
+        let rec = RecSlots {
+            count: slot("count")?,
+            first: slot("first_ms")?,
+            last: slot("last_ms")?,
+            ports: slot("_ports")?,
+            sets: slot("_sets")?,
+            applied: slot("_applied")?,
+            sent: slot("alerts_sent")?,
+            closed: slot("closed")?,
+        };
+        if record.hasattr("__dict__")? && record.getattr("__dictoffset__")?.extract::<isize>()? != 0 {
+            return Err(missing("__dict__"));
+        }
+        Ok(Fold { event: event.unbind(), record: record.unbind(), ev, tenant, rec, untrack: true })
+    }
+
+    /// `PartitionEngine._alert_touched`'s loop: admit new open windows and move touched ones to the end
+    /// of `open` (the least recently touched first), and call `late(key, rec)` / `early(key, rec)` for
+    /// those that reached the threshold (`threshold`, or `of_key(key)` when it is None); a record of an
+    /// odd shape is `slow(key, rec)`, the reference's body for one window.
+    #[pyo3(signature = (touched, open, by_end, bin_ms, cap, threshold, of_key, early_on, late, early, slow))]
+    #[allow(clippy::too_many_arguments)]
+    fn touch<'py>(
+        &self,
+        py: Python<'py>,
+        touched: &Bound<'py, PyDict>,
+        open: &Bound<'py, PyDict>,
+        by_end: &Bound<'py, PyDict>,
+        bin_ms: i64,
+        cap: i64,
+        threshold: Option<i64>,
+        of_key: &Bound<'py, PyAny>,
+        early_on: bool,
+        late: &Bound<'py, PyAny>,
+        early: &Bound<'py, PyAny>,
+        slow: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let rec_tp = self.record.as_ptr() as *mut ffi::PyTypeObject;
+        let r = &self.rec;
+        for (key, rec) in touched.iter() {
+            let o = rec.as_ptr();
+            let (closed, first, sent) = unsafe {
+                let c = get_slot(o, r.closed);
+                let closed = if c == ffi::Py_True() {
+                    Some(true)
+                } else if c == ffi::Py_False() {
+                    Some(false)
+                } else {
+                    None
+                };
+                (closed, small_int(get_slot(o, r.first)), small_int(get_slot(o, r.sent)))
+            };
+            let reached = if unsafe { ffi::Py_TYPE(o) } == rec_tp { self.reaches(&rec, threshold, of_key, &key, cap)? } else { None };
+            let (Some(closed), Some(first), Some(sent), Some(reached)) = (closed, first, sent, reached) else {
+                slow.call1((&key, &rec))?;
+                continue;
+            };
+            if closed {
+                if reached {
+                    late.call1((&key, &rec))?;
+                }
+                continue;
+            }
+            if open.contains(&key)? {
+                open.del_item(&key)?;
+                open.set_item(&key, &rec)?;
+            } else {
+                if bin_ms <= 0 {
+                    slow.call1((&key, &rec))?;
+                    continue;
+                }
+                open.set_item(&key, &rec)?;
+                let end = (first - first.rem_euclid(bin_ms)).checked_add(bin_ms);
+                let Some(end) = end else { return Err(PyTypeError::new_err("window end past an i64")) };
+                match by_end.get_item(end)? {
+                    Some(keys) => keys.cast_exact::<PyList>()?.append(&key)?,
+                    None => by_end.set_item(end, PyList::new(py, [&key])?)?,
+                }
+            }
+            if reached && sent == 0 && early_on {
+                early.call1((&key, &rec))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_advance`'s loop over the keys of one bin end: pop each from `open`, close it, add it to
+    /// `closed` (when not None), and call `final_(key, rec)` for those whose port count reaches the
+    /// threshold (`threshold`, or `of_key(key)` when it is None) when `final_on`.
+    #[pyo3(signature = (keys, open, closed, cap, threshold, of_key, final_on, final_))]
+    #[allow(clippy::too_many_arguments)]
+    fn close<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        open: &Bound<'py, PyDict>,
+        closed: &Bound<'py, PyAny>,
+        cap: i64,
+        threshold: Option<i64>,
+        of_key: &Bound<'py, PyAny>,
+        final_on: bool,
+        final_: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let closed_set = if closed.is_none() { None } else { Some(closed.cast_exact::<PySet>()?) };
+        let setattr_closed = pyo3::intern!(py, "closed");
+        for key in keys.try_iter()? {
+            let key = key?;
+            let Some(rec) = open.get_item(&key)? else { continue };
+            open.del_item(&key)?;
+            rec.setattr(setattr_closed, true)?;
+            if let Some(set) = closed_set {
+                set.add(&key)?;
+            }
+            if final_on {
+                let reached = match self.port_count(&rec, cap)? {
+                    Some(n) => match threshold {
+                        Some(t) => n >= t,
+                        None => n.into_pyobject(py)?.ge(of_key.call1((&key,))?)?,
+                    },
+                    None => rec
+                        .call_method1(pyo3::intern!(py, "port_count"), (cap,))?
+                        .ge(of_key_or(py, threshold, of_key, &key)?)?,
+                };
+                if reached {
+                    final_.call1((&key, &rec))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `PartitionEngine.plan`'s keys and load list for a batch, or None (Python's to plan).
+    #[pyo3(signature = (batch, bin_ms, closed_before, open, spilled))]
+    fn plan<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyAny>,
+        bin_ms: i64,
+        closed_before: i64,
+        open: &Bound<'py, PyDict>,
+        spilled: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
+        if bin_ms <= 0 {
+            return Ok(None);
+        }
+        let Some(items) = self.items(batch) else { return Ok(None) };
+        let mut buf: Vec<u8> = Vec::with_capacity(96);
+        let mut raw: Vec<(Vec<u8>, i64)> = Vec::with_capacity(items.len());
+        for (_, ev, t) in &items {
+            let start = t - t.rem_euclid(bin_ms);
+            if self.key(ev, start, &mut buf).is_none() {
+                return Ok(None);
+            }
+            raw.push((buf.clone(), start));
+        }
+        let keys = PyList::empty(py);
+        let load = PyDict::new(py);
+        let any_spilled = !spilled.is_empty();
+        for (bytes, start) in raw {
+            let key = PyBytes::new(py, &bytes);
+            keys.append(&key)?;
+            let may_be_stored = start <= closed_before
+                || (any_spilled
+                    && match start.checked_add(bin_ms) {
+                        Some(end) => spilled.contains(end)?,
+                        None => return Ok(None),
+                    });
+            if may_be_stored && !open.contains(&key)? {
+                load.set_item(&key, py.None())?;
+            }
+        }
+        let load_list = PyList::new(py, load.keys())?;
+        Ok(Some((keys, load_list)))
+    }
+
+    /// `PartitionEngine._apply`'s loop: (max event time, events already applied), or None before any
+    /// change (Python's to apply). `slow(index, position, event, key)` is the Python engine's body for
+    /// one event (rejections, loaded records); it returns whether the event was applied.
+    #[pyo3(signature = (batch, keys, loaded, open, touched, memo, values, slow, bin_ms, cap, watermark, future_limit, late_limit, max_time))]
+    #[allow(clippy::too_many_arguments)]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyList>,
+        loaded: &Bound<'py, PyAny>,
+        open: &Bound<'py, PyDict>,
+        touched: &Bound<'py, PyDict>,
+        memo: &Bound<'py, PyDict>,
+        values: &Bound<'py, PyAny>,
+        slow: &Bound<'py, PyAny>,
+        bin_ms: i64,
+        cap: &Bound<'py, PyAny>,
+        watermark: i64,
+        future_limit: i64,
+        late_limit: i64,
+        max_time: i64,
+    ) -> PyResult<Option<(i64, u64)>> {
+        if bin_ms <= 0 {
+            return Ok(None);
+        }
+        let Some(items) = self.items(batch) else { return Ok(None) };
+        if keys.len() != items.len() {
+            return Ok(None);
+        }
+        let loaded_dict = loaded.cast_exact::<PyDict>().ok();
+        let mut max_time = max_time;
+        let mut already: u64 = 0;
+        let rec_tp = self.record.as_ptr() as *mut ffi::PyTypeObject;
+        for (index, (offset, ev, t)) in items.iter().enumerate() {
+            let t = *t;
+            let start = t - t.rem_euclid(bin_ms);
+            let key = keys.get_item(index)?;
+            if t > future_limit || start <= late_limit {
+                if slow.call1((index, offset, ev, &key))?.is_truthy()? && t > max_time {
+                    max_time = t;
+                }
+                continue;
+            }
+            let time = unsafe { get_slot(ev.as_ptr(), self.ev[TIME]) };
+            let port = unsafe { get_slot(ev.as_ptr(), self.ev[SPORT]) };
+            if port.is_null() {
+                if slow.call1((index, offset, ev, &key))?.is_truthy()? && t > max_time {
+                    max_time = t;
+                }
+                continue;
+            }
+            let rec = match touched.get_item(&key)? {
+                Some(rec) => rec,
+                None => match open.get_item(&key)? {
+                    Some(rec) => rec,
+                    None => {
+                        let data = match &loaded_dict {
+                            Some(d) => d.get_item(&key)?,
+                            None => Some(loaded.call_method1(pyo3::intern!(py, "get"), (&key,))?),
+                        };
+                        if data.as_ref().is_none_or(|d| d.is_none()) {
+                            let vals = self.values(ev, memo, values)?;
+                            let closed = start.checked_add(bin_ms).is_none_or(|end| end <= watermark);
+                            let rec = self.first(py, time, port, &vals, offset, closed)?;
+                            touched.set_item(&key, rec)?;
+                            if t > max_time {
+                                max_time = t;
+                            }
+                        } else if slow.call1((index, offset, ev, &key))?.is_truthy()? && t > max_time {
+                            max_time = t;
+                        }
+                        continue;
+                    }
+                },
+            };
+            if unsafe { ffi::Py_TYPE(rec.as_ptr()) } != rec_tp {
+                if slow.call1((index, offset, ev, &key))?.is_truthy()? && t > max_time {
+                    max_time = t;
+                }
+                continue;
+            }
+            if !self.first_time(&rec, offset)? {
+                already += 1;
+                continue;
+            }
+            let vals = self.values(ev, memo, values)?;
+            self.add(&rec, t, time, port, &vals, cap)?;
+            touched.set_item(&key, &rec)?;
+            if t > max_time {
+                max_time = t;
+            }
+        }
+        Ok(Some((max_time, already)))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
     m.add_class::<delivery::DeliveryTally>()?;
     m.add_function(wrap_pyfunction!(encode_records, m)?)?;
+    m.add_class::<Fold>()?;
     m.add("ABI", 1)?;
     Ok(())
 }

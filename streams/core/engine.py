@@ -370,24 +370,12 @@ class PartitionEngine:
         self.meta.watermark = watermark = candidate
         out.writes[META_KEY] = self.meta  # first: see the module docstring
         rule = self.params.rule
-        cap, threshold, final = rule.max_set_size, rule.threshold, self.params.final
-        tenants = self.params.tenant_thresholds
-        open_pop = self.open.pop
         spilled = self._spilled
         finals: list[dict[str, Any]] = []
         for end in sorted(e for e in self._by_end.keys() | spilled.keys() if e <= watermark):
             closed: set[bytes] | None = set() if spilled.pop(end, 0) else None
             self._stale.pop(end, None)
-            for key in self._by_end.pop(end, ()):
-                rec = open_pop(key, None)
-                if rec is None:
-                    continue  # listed twice, or spilled
-                rec.closed = True
-                if closed is not None:
-                    closed.add(key)
-                if final and rec.port_count(cap) >= (threshold if tenants is None else tenants.of_key(key)):
-                    rec.alerts_sent += 1
-                    finals.append(self._alert(key, rec, "final"))
+            self._close_bin(self._by_end.pop(end, ()), closed, finals)
             if closed is not None:
                 out.closing[end - rule.bin_ms] = closed
         finals.sort(key=alert_sort_key)
@@ -397,6 +385,26 @@ class PartitionEngine:
         if horizon > self._expired_to:
             self._expired_to = horizon
             out.expire_before_ms = horizon + 1  # windows starting at or before horizon are past retention
+
+    def _close_bin(
+        self, keys: Iterable[bytes], closed: set[bytes] | None, finals: list[dict[str, Any]]
+    ) -> None:
+        """Close the open windows of one bin (`keys`): into `closed` when it is not None, their `final`
+        alerts into `finals`."""
+        rule = self.params.rule
+        cap, threshold, final = rule.max_set_size, rule.threshold, self.params.final
+        tenants = self.params.tenant_thresholds
+        open_pop = self.open.pop
+        for key in keys:
+            rec = open_pop(key, None)
+            if rec is None:
+                continue  # listed twice, or spilled
+            rec.closed = True
+            if closed is not None:
+                closed.add(key)
+            if final and rec.port_count(cap) >= (threshold if tenants is None else tenants.of_key(key)):
+                rec.alerts_sent += 1
+                finals.append(self._alert(key, rec, "final"))
 
     # ------------------------------------------------------------------ spilling
 

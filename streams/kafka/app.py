@@ -150,6 +150,7 @@ def create_app(settings: Settings, source_partitions: int | None = None) -> Job:
         tenant=detector_tenant(tenant, not settings.input_keyed),
         decode=engine.decode,
         encode=engine.encode,
+        partition=engine.partition,
     )
     app.before_consumer_stop.append(detector.close)
     if gate.topic is not None:

@@ -107,6 +107,7 @@ class Detector:
         tenant: TenantSpec | None = None,
         decode: Decode = python_decode,
         encode: Encode = python_encode,
+        partition: type[PartitionEngine] = PartitionEngine,
     ) -> None:
         self.params = params
         self.max_open = max_open_windows  # 0: unbounded
@@ -120,9 +121,10 @@ class Detector:
         # Source positions in `src-*` headers are trusted only on the app's own repartition topic: on an
         # input topic any producer could set them and make real events look already applied.
         self.trust_headers = trust_headers
-        # tenant: see streams.kafka.messages; decode, encode: the engine's (core.native)
+        # tenant: see streams.kafka.messages; decode, encode, partition: the engine's (core.native)
         self.decoder = MessageDecoder(reader, tenant, decode)
         self.encode_records = encode
+        self.partition_engine = partition  # the engine's class: core.engine's, or its native loop's
         # Partitions revoked from this worker and not assigned again since: a batch fetched before the
         # revocation is not processed, and their engine is not re-created (two owners of a window on
         # shared Redis). Their new owner reads them from the committed offset.
@@ -154,7 +156,7 @@ class Detector:
             if partition in self.revoked:
                 raise RuntimeError(f"partition {partition} was revoked from this worker")
             meta = Meta.from_bytes(await self.store.load_meta(partition))
-            engine = PartitionEngine(self.params, meta, self.clock())
+            engine = self.partition_engine(self.params, meta, self.clock())
             limit = None
             if self.max_open:
                 limit = max(0, self.max_open - self.open_windows())
