@@ -62,7 +62,7 @@ def test_reports_must_be_native_or_python() -> None:
 @needs_native
 def test_the_producer_counts_each_report_once_whoever_served_it() -> None:
     """`_count`: the producer's own count plus the tallies'; a failure counted once, by `_on_delivery`."""
-    producer = AsyncProducer("127.0.0.1:1", reports="native")
+    producer = AsyncProducer("127.0.0.1:1", reports="native", client={"log_level": "0"})  # no broker: quiet
     assert producer._make_tally is not None
     tally = producer._tallies[("t", 0)] = producer._make_tally(producer._on_delivery)
     tally(None, Msg(1))
