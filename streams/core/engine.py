@@ -250,20 +250,35 @@ class PartitionEngine:
 
         The per-event loop of the job: names are bound once, and the common cases (an open window, a
         new one) take no call beyond the enrichment and the fold."""
+        touched: dict[bytes, WindowRecord] = {}
+        self._apply_range(plan, loaded, now_ms, out, touched, range(len(plan.batch)))
+        return touched
+
+    def _apply_range(
+        self,
+        plan: Plan,
+        loaded: Mapping[bytes, bytes | WindowRecord | None],
+        now_ms: int,
+        out: StepResult,
+        touched: dict[bytes, WindowRecord],
+        indices: range,
+    ) -> None:
+        """`_apply`'s loop over these items of the plan, into `touched` (one item: the native engine's
+        events it leaves to this code, core.native)."""
         p = self.params
         bin_ms, cap = p.rule.bin_ms, p.rule.max_set_size
         watermark = self.meta.watermark
         future_limit = now_ms + p.max_skew_ms
         late_limit = watermark - p.retention_ms - bin_ms  # a window starting at or before this is gone
-        touched: dict[bytes, WindowRecord] = {}
         max_time = self.meta.max_event_ms
         touched_get = touched.get
         open_get = self.open.get
         loaded_get = loaded.get
         values = self.enricher.values
         first = WindowRecord.first
-        keys = plan.keys
-        for index, (offset, ev) in enumerate(plan.batch):
+        keys, batch = plan.keys, plan.batch
+        for index in indices:
+            offset, ev = batch[index]
             t = ev.time_ms
             if t > future_limit:
                 out.rejected.append((index, self._too_far_ahead(t)))
@@ -298,7 +313,6 @@ class PartitionEngine:
             if t > max_time:
                 max_time = t
         self.meta.max_event_ms = max_time
-        return touched
 
     def _too_far_ahead(self, time_ms: int) -> ParseError:
         return ParseError(

@@ -115,7 +115,7 @@ class NativePartitionEngine(PartitionEngine):
     The native loop does only what the reference does in its common branches (a new window: as
     `WindowRecord.first`; an in-memory window: `first_time` for one source, `add`'s fast exits;
     `Enricher.values`' memo hit) and calls the Python methods for the rest; an event it does not take
-    (a rejection, a loaded record) is `_one`, the reference's loop body for one event; a batch it
+    (a rejection, a loaded record) is the reference's loop body for that event (`_apply_range`); a batch it
     cannot judge (a lone surrogate in a key, a time past an i64, not a list) is the reference's."""
 
     __slots__ = ("_fold",)
@@ -141,7 +141,11 @@ class NativePartitionEngine(PartitionEngine):
         touched: dict[bytes, WindowRecord] = {}
 
         def slow(index: int, offset: int, ev: IISEvent, key: bytes) -> bool:
-            return self._one(index, offset, ev, key, loaded, now_ms, touched, out)
+            """The reference's loop body for one event (`_apply_range`); whether it was applied (not
+            rejected, not a repeat)."""
+            before = len(out.rejected), out.already_applied
+            self._apply_range(plan, loaded, now_ms, out, touched, range(index, index + 1))
+            return (len(out.rejected), out.already_applied) == before
 
         try:
             got = self._fold.apply(
@@ -232,52 +236,6 @@ class NativePartitionEngine(PartitionEngine):
             self.params.final,
             final_alert,
         )
-
-    def _one(
-        self,
-        index: int,
-        offset: int,
-        ev: IISEvent,
-        key: bytes,
-        loaded: Mapping[bytes, bytes | WindowRecord | None],
-        now_ms: int,
-        touched: dict[bytes, WindowRecord],
-        out: StepResult,
-    ) -> bool:
-        """The reference `_apply`'s body for one event (see there); whether it was applied."""
-        p = self.params
-        bin_ms, watermark = p.rule.bin_ms, self.meta.watermark
-        t = ev.time_ms
-        if t > now_ms + p.max_skew_ms:
-            out.rejected.append((index, self._too_far_ahead(t)))
-            return False
-        start = t - t % bin_ms
-        if start <= watermark - p.retention_ms - bin_ms:
-            out.rejected.append((index, self._too_late(start)))
-            return False
-        rec = touched.get(key)
-        if rec is None:
-            rec = self.open.get(key)
-            if rec is None:
-                data = loaded.get(key)
-                if data is None:
-                    values = self.enricher.values(ev)
-                    touched[key] = WindowRecord.first(
-                        t, ev.sPort, values, offset, start + bin_ms <= watermark
-                    )
-                    return True
-                rec = data if isinstance(data, WindowRecord) else WindowRecord.from_bytes(data)
-                if start + bin_ms <= watermark:
-                    rec.closed = True
-                else:
-                    self._unspill(start + bin_ms)
-                    touched[key] = rec
-        if not rec.first_time(offset):
-            out.already_applied += 1
-            return False
-        rec.add(t, ev.sPort, self.enricher.values(ev), p.rule.max_set_size)
-        touched[key] = rec
-        return True
 
 
 @cache
